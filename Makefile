@@ -1,0 +1,45 @@
+# labkit: `make lab` to learn, `make test` to check everything. Both create .venv and install the kit first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.labkit-installed
+PORT   ?= 8888
+# JupyterLab refuses to run as root unless told; only then is the flag added.
+ROOT_FLAG = $(if $(filter 0,$(shell id -u)),--allow-root,)
+LAB_ARGS ?=
+# Tests never download: the data loader falls back to the offline MNIST subset.
+export LABKIT_OFFLINE ?= 1
+
+.PHONY: lab test lint pytest nbval install clean help
+
+help:
+	@echo "make lab    start JupyterLab on notebooks/00_welcome.ipynb (creates .venv on first use)"
+	@echo "make test   ruff, pytest tests/, and every notebook under nbval"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "labkit needs Python 3.10 or newer; set PYTHON=python3.11 (or newer) and run make again")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian/Ubuntu run 'apt-get install python3-venv' and try again"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	@echo "Starting JupyterLab: open the URL with the token that it prints below (Ctrl-C stops it)."
+	LABKIT_OFFLINE= $(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb
+
+lint: $(STAMP)
+	$(BIN)/ruff check labkit tests benchmarks
+	$(BIN)/ruff format --check labkit tests benchmarks
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest tests/
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks/
+
+test: lint pytest nbval
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,93 @@
+"""labkit: distributed deep learning, taught by running it.
+
+``import labkit`` stays light (no TensorFlow): the comm/collectives/cost core also starts in spawned processes
+and in the cost explorer. Modules that train or serve models import TensorFlow themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import shutil
+import sys
+from importlib import metadata
+
+import numpy as np
+
+__version__ = "0.1.0"
+
+PLOT_STYLE = {
+    "figure.figsize": (7.0, 3.6),
+    "figure.dpi": 90,  # small PNGs keep committed notebooks light
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+}
+
+
+def setup(seed: int = 0, tensorflow: bool = True) -> None:
+    """Seed Python, NumPy (and TensorFlow), quiet TensorFlow's start-up logging, and set labkit's plot style.
+
+    ``tensorflow=False`` leaves TensorFlow unimported (chapters that only communicate start faster).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # must be set before TensorFlow is imported
+    random.seed(seed)
+    np.random.seed(seed)
+    if tensorflow:
+        import logging
+
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.ERROR)
+        tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow in one call
+    try:
+        import matplotlib
+
+        matplotlib.rcParams.update(PLOT_STYLE)
+    except ImportError:  # matplotlib is a dependency, but setup() should not be the thing that fails
+        pass
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def about(verbose: bool = True) -> dict[str, str]:
+    """Versions, cores, memory and data sources of this machine, printed as a table and returned as a dict."""
+    from labkit import data
+
+    info = {
+        "labkit": __version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+    }
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["memory"] = f"{pages * size / 2**30:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        info["memory"] = "unknown"
+    for dist in ("numpy", "tensorflow", "keras", "jupyterlab", "ipywidgets", "matplotlib", "mpi4py", "mpich"):
+        info[dist] = _version(dist)
+    if shutil.which("mpiexec", path=os.path.dirname(sys.executable)):
+        info["mpiexec"] = "found next to this Python"
+    elif shutil.which("mpiexec"):
+        info["mpiexec"] = "found on PATH"
+    else:
+        info["mpiexec"] = "not found: pip install mpi4py mpich"
+    for name in data.NAMES:
+        try:
+            info[f"data: {name}"] = data.find(name, allow_download=False).note
+        except data.DataError as e:
+            info[f"data: {name}"] = f"not available ({str(e).split(':')[0]})"
+    if verbose:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return info
