@@ -8,8 +8,9 @@ same interface over MPI's COMM_WORLD.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Message:
     start: float
     end: float
     label: str = ""
+    payload: np.ndarray | None = field(default=None, compare=False, repr=False)  # kept on sim with payloads=True
 
 
 @dataclass
@@ -120,13 +122,15 @@ def run(
     link: Any = None,
     timeout: float = 30.0,
     args: tuple = (),
+    payloads: bool = False,
 ) -> Run:
     """Call ``fn(comm, *args)`` on every rank of a world of ``world_size`` ranks and collect a `Run`.
 
     ``transport="sim"`` runs the ranks as threads on logical α-β clocks (``link``: a `labkit.cost.Link`;
     None means `labkit.cost.DEFAULT_LINK`); ``"shm"`` runs them as real processes exchanging through shared
     memory and measures the time. A rank that raises, dies or waits longer than ``timeout`` seconds makes
-    every other rank raise `CommError`, and `run` raises it too.
+    every other rank raise `CommError`, and `run` raises it too. ``payloads=True`` (sim only) keeps a copy of
+    every message's data in the trace, for step-through views of small runs.
     """
     if not isinstance(world_size, (int, np.integer)) or isinstance(world_size, bool) or world_size < 1:
         raise ValueError(f"world_size must be a whole number >= 1, got {world_size!r}")
@@ -137,16 +141,18 @@ def run(
     if transport == "sim":
         from labkit import sim
 
-        return sim.run_sim(fn, int(world_size), link=link, timeout=timeout, args=tuple(args))
+        return sim.run_sim(fn, int(world_size), link=link, timeout=timeout, args=tuple(args), payloads=payloads)
     if transport == "shm":
-        if link is not None:
-            raise ValueError("link= models a network on transport='sim' only; 'shm' measures real time")
+        if link is not None or payloads:
+            raise ValueError("link= and payloads= are for transport='sim' only; 'shm' measures real processes")
         from labkit import shm
 
         return shm.run_shm(fn, int(world_size), timeout=timeout, args=tuple(args))
     if transport == "mpi":
-        raise ValueError("MPI runs are started by mpiexec, not by run(): use `mpiexec -n P python script.py` "
-                         "and comm.from_mpi() inside the script")
+        raise ValueError(
+            "MPI runs are started by mpiexec, not by run(): use `mpiexec -n P python script.py` "
+            "and comm.from_mpi() inside the script"
+        )
     raise ValueError(f"unknown transport {transport!r}: use one of {TRANSPORTS}")
 
 
