@@ -1,60 +1,25 @@
-"""Widgets: thin ipywidgets wiring over pure functions that compute and draw (those are what the tests check).
+"""Widgets: thin ipywidgets wiring over the pure functions of `labkit.plots` (those are what the tests check).
 
 Every widget here is an `Explorer`: a row of controls, an output area, and ``.result``, the value the pure
 function returned for the current controls. Tests (and the browser suite) set ``controls[name].value`` and
-check ``result`` and the figure; the printed line is a marker a browser test can wait for.
+check ``result`` and ``figure``; the printed first line is a marker a browser test can wait for.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-
-from labkit import cost
+from labkit import cost, plots
+from labkit.plots import welcome_numbers  # noqa: F401  (the welcome chapter's numbers, re-exported)
 
 # Model sizes a student recognises, in parameters (published counts).
 MODELS = {
     "the article's MLP (89,610)": 89_610,  # 784·100+100 + 100·100+100 + 100·10+10
-    "ResNet-50 (25.6 M)": 25_557_032,  # He et al. 2016, as torchvision and Keras count it
+    "ResNet-50 (25.6 M)": 25_557_032,  # He et al. 2016, as Keras counts it
     "BERT-large (340 M)": 340_000_000,  # Devlin et al. 2019
     "GPT-2 XL (1.5 B)": 1_558_000_000,  # Radford et al. 2019
 }
-WELCOME_ALGORITHMS = ("ps", "tree", "ring")
-
-
-def welcome_numbers(p: int, params: int, link_name: str = "10 GbE", bytes_per_param: int = 4) -> dict:
-    """Per algorithm: bytes the busiest rank sends and modelled seconds for one all-reduce of the gradients."""
-    link = cost.preset(link_name)
-    nbytes = params * bytes_per_param
-    return {
-        alg: (cost.bytes_sent_per_rank(alg, nbytes, p), cost.allreduce_time(alg, nbytes, p, link))
-        for alg in WELCOME_ALGORITHMS
-    }
-
-
-def _si(x: float, unit: str) -> str:
-    """x with an SI prefix: 1.08 MB, 550 µs."""
-    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ")):
-        if abs(x) >= factor:
-            return f"{x / factor:.3g} {prefix}{unit}"
-    return f"{x / 1e-9:.3g} n{unit}"
-
-
-def plot_welcome(p: int, params: int, link_name: str = "10 GbE"):
-    """Two bar charts: bytes the busiest rank sends, and modelled time, per all-reduce algorithm."""
-    from matplotlib.figure import Figure
-
-    numbers = welcome_numbers(p, params, link_name)
-    fig = Figure(figsize=(8, 3.2))
-    ax_bytes, ax_time = fig.subplots(1, 2)
-    names = list(numbers)
-    colors = ["#c44e52", "#8172b2", "#4c72b0"]
-    ax_bytes.bar(names, [numbers[a][0] / 1e6 for a in names], color=colors)
-    ax_bytes.set(title=f"Bytes the busiest rank sends (p = {p})", ylabel="MB sent", xlabel="algorithm")
-    ax_time.bar(names, [numbers[a][1] * 1e3 for a in names], color=colors)
-    ax_time.set(title=f"Modelled all-reduce time on {link_name}", ylabel="time (ms)", xlabel="algorithm")
-    fig.tight_layout()
-    return fig, numbers
 
 
 class Explorer:
@@ -70,14 +35,14 @@ class Explorer:
         self.text = ""
         for control in controls.values():
             control.observe(lambda _change: self.update(), names="value")
-        self.widget = w.VBox([w.HBox(list(controls.values())), self.output])
+        self.widget = w.VBox([w.HBox(list(controls.values()), layout=w.Layout(flex_flow="row wrap")), self.output])
         self.update()
 
     def values(self) -> dict[str, Any]:
         return {name: control.value for name, control in self.controls.items()}
 
     def update(self) -> None:
-        """Recompute, print the marker line and show the figure for the current control values."""
+        """Recompute, print the marker text and show the figure for the current control values."""
         from IPython.display import display
 
         values = self.values()
@@ -105,10 +70,10 @@ def bytes_per_worker() -> Explorer:
     }
 
     def describe(values: dict, numbers: dict) -> str:
-        parts = [f"{alg} {_si(b, 'B')} in {_si(t, 's')}" for alg, (b, t) in numbers.items()]
+        parts = [f"{alg} {plots.si(b, 'B')} in {plots.si(t, 's')}" for alg, (b, t) in numbers.items()]
         return f"p={values['p']}, {values['params']:,} parameters: " + "; ".join(parts)
 
-    return Explorer(controls, plot_welcome, describe)
+    return Explorer(controls, plots.plot_welcome, describe)
 
 
 def as_table(numbers: dict) -> str:
@@ -119,4 +84,82 @@ def as_table(numbers: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Explorer", "MODELS", "as_table", "bytes_per_worker", "plot_welcome", "welcome_numbers"]
+CUSTOM = "custom (α, bandwidth below)"
+
+
+def _link(preset: str, alpha_us: float, GBps: float) -> cost.Link:
+    return cost.Link.from_bandwidth(alpha_us * 1e-6, GBps) if preset == CUSTOM else cost.preset(preset)
+
+
+def cost_explorer(p: int = 8, nbytes: float = 1e6, link: str = "10 GbE") -> Explorer:
+    """Algorithms, p, message size and link → modelled time and bus-bandwidth curves with crossovers and a table."""
+    import ipywidgets as w
+
+    controls = {
+        "algorithms": w.SelectMultiple(
+            options=cost.ALGORITHMS, value=("ps", "ring", "tree"), rows=5, description="algorithms"
+        ),
+        "p": w.IntSlider(value=p, min=2, max=1024, description="ranks p"),
+        "nbytes": w.FloatLogSlider(
+            value=nbytes, base=10, min=0, max=10, step=0.1, description="bytes", readout_format=".2e"
+        ),
+        "preset": w.Dropdown(options=[*cost.presets(), CUSTOM], value=link, description="link"),
+        "alpha_us": w.FloatLogSlider(value=5.0, base=10, min=-1, max=3, step=0.1, description="α (µs)"),
+        "GBps": w.FloatLogSlider(value=10.0, base=10, min=-1, max=3, step=0.1, description="GB/s"),
+    }
+
+    def draw(algorithms, p, nbytes, preset, alpha_us, GBps):
+        return plots.plot_cost(tuple(algorithms), p, nbytes, _link(preset, alpha_us, GBps))
+
+    def describe(values: dict, result: dict) -> str:
+        head = f"p={values['p']}, n={plots.si(values['nbytes'], 'B')}, link={values['preset']}"
+        rows = plots.format_cost_table(result["table"])
+        cross = "; ".join(f"{a} = {b} at {plots.si(n, 'B')}" for a, b, n in result["crossovers"]) or "none"
+        return f"{head}\n{rows}\ncrossovers: {cross}"
+
+    return Explorer(controls, draw, describe)
+
+
+def step_through(algorithm: str = "ring", p: int = 4) -> Explorer:
+    """A real sim trace of an all-reduce, one step at a time: a step slider and a play button."""
+    import functools
+
+    import ipywidgets as w
+
+    from labkit import steps as st
+
+    steps_of = functools.lru_cache(maxsize=64)(st.trace_steps)
+    controls = {
+        "algorithm": w.Dropdown(
+            options=["ring", "tree", "ps", "halving_doubling", "recursive_doubling"],
+            value=algorithm,
+            description="algorithm",
+        ),
+        "p": w.IntSlider(value=p, min=2, max=st.MAX_RANKS, description="ranks p"),
+        "k": w.IntSlider(value=1, min=1, max=len(steps_of(algorithm, p)), description="step"),
+    }
+
+    def draw(algorithm, p, k):
+        steps = steps_of(algorithm, p)
+        return st.plot_step(steps, min(k, len(steps)), algorithm)
+
+    def describe(values: dict, step) -> str:
+        total = len(steps_of(values["algorithm"], values["p"]))
+        return st.describe(step, min(values["k"], total), total)
+
+    explorer = Explorer(controls, draw, describe)
+    play = w.Play(value=1, min=1, max=controls["k"].max, interval=900, description="play")
+    w.jslink((play, "value"), (controls["k"], "value"))
+
+    def new_run(_change) -> None:
+        total = len(steps_of(controls["algorithm"].value, controls["p"].value))
+        controls["k"].max = play.max = total
+        explorer.update()
+
+    controls["algorithm"].observe(new_run, names="value")
+    controls["p"].observe(new_run, names="value")
+    explorer.widget.children = (
+        w.HBox([play, *controls.values()], layout=w.Layout(flex_flow="row wrap")),
+        explorer.output,
+    )
+    return explorer

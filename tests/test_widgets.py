@@ -3,7 +3,7 @@
 import matplotlib
 import pytest
 
-from labkit import cost, widgets
+from labkit import cost, plots, widgets
 
 matplotlib.use("Agg")
 
@@ -21,7 +21,7 @@ def test_welcome_numbers_are_the_cost_model():
 
 
 def test_plot_welcome_draws_what_it_returns():
-    fig, numbers = widgets.plot_welcome(8, 25_557_032, "InfiniBand HDR")
+    fig, numbers = plots.plot_welcome(8, 25_557_032, "InfiniBand HDR")
     ax_bytes, ax_time = fig.axes
     heights = [bar.get_height() for bar in ax_bytes.patches]
     assert heights == pytest.approx([numbers[a][0] / 1e6 for a in numbers])
@@ -45,6 +45,47 @@ def test_welcome_widget_responds_to_its_controls():
 
 
 def test_si_prefixes():
-    assert widgets._si(1_080_000, "B") == "1.08 MB"
-    assert widgets._si(0.00055, "s") == "550 µs"
-    assert widgets._si(2.5e-8, "s") == "25 ns"
+    assert plots.si(1_080_000, "B") == "1.08 MB"
+    assert plots.si(0.00055, "s") == "550 µs"
+    assert plots.si(2.5e-8, "s") == "25 ns"
+
+
+def test_cost_table_matches_the_closed_forms():
+    link = cost.Link(alpha=1e-6, beta=1e-9)
+    table = plots.cost_table(("ring", "ps"), 4, 1e6, link)
+    ring = 2 * 3 * 1e-6 + 2 * 3 / 4 * 1e6 * 1e-9  # hand-computed closed form
+    assert table["ring"]["time"] == pytest.approx(ring)
+    assert table["ring"]["algbw"] == pytest.approx(1e6 / ring)
+    assert table["ring"]["busbw"] == pytest.approx(1e6 / ring * 2 * 3 / 4)
+
+
+def test_plot_cost_marks_the_crossover_where_times_are_equal():
+    link = cost.preset("10 GbE")
+    fig, result = plots.plot_cost(("ring", "tree"), 8, 1e6, link)
+    ((a, b, n),) = result["crossovers"]
+    assert cost.allreduce_time(a, n, 8, link) == pytest.approx(cost.allreduce_time(b, n, 8, link))
+    ax_t, ax_bw = fig.axes
+    assert [line.get_label() for line in ax_t.get_lines()[:2]] == ["ring", "tree"]
+    assert ax_t.get_title() == "All-reduce time, p = 8" and ax_t.get_xlabel() == "message size (bytes)"
+    assert ax_bw.get_ylabel() == "bus bandwidth (GB/s)"
+    with pytest.raises(ValueError, match="at least one algorithm"):
+        plots.plot_cost((), 8, 1e6, link)
+
+
+def test_cost_explorer_responds_to_every_control():
+    explorer = widgets.cost_explorer()
+    assert explorer.text.startswith("p=8, n=1 MB, link=10 GbE")
+    ring_8 = explorer.result["table"]["ring"]["time"]
+    explorer.controls["p"].value = 64
+    assert explorer.result["table"]["ring"]["time"] > ring_8  # more steps of α
+    explorer.controls["nbytes"].value = 1e9
+    assert explorer.text.startswith("p=64, n=1 GB")
+    explorer.controls["algorithms"].value = ("ring", "halving_doubling")
+    assert set(explorer.result["table"]) == {"ring", "halving_doubling"}
+    explorer.controls["preset"].value = widgets.CUSTOM
+    explorer.controls["alpha_us"].value = 100.0
+    explorer.controls["GBps"].value = 1.0
+    expected = cost.allreduce_time("ring", 1e9, 64, cost.Link.from_bandwidth(100e-6, 1.0))
+    assert explorer.result["table"]["ring"]["time"] == pytest.approx(expected)
+    labels = [line.get_label() for line in explorer.figure.axes[0].get_lines()]
+    assert "halving_doubling" in labels and "ps" not in labels

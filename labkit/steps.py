@@ -1,0 +1,181 @@
+"""Step through an all-reduce: who sends which chunk to whom, and what each rank's buffer holds after each step.
+
+The all-reduce runs for real on the ``"sim"`` transport, with inputs chosen so that every number says where it came
+from: element i of rank r starts as 2^r + i·2^p. A sum over a set S of ranks is then mask(S) + |S|·i·2^p, so the
+low p bits of any value name the ranks whose contributions it holds, and the rest gives back the element index i.
+The steps are decoded from the real trace (`Message.payload`), not drawn from a script of what should happen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from labkit import collectives, comm, cost
+
+MAX_RANKS = 16  # the encoding needs p bits per value, and a grid wider than 16 ranks is unreadable anyway
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One decoded message: which elements it carried and whose contributions each of them held."""
+
+    src: int
+    dst: int
+    elements: tuple[int, ...]
+    holders: tuple[frozenset[int], ...]  # per element: the ranks whose values are summed in it
+    label: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the algorithm (one label of its trace) and every rank's buffer after it."""
+
+    label: str
+    messages: tuple[Sent, ...]
+    buffers: np.ndarray  # (p, n) bit masks: bit r set = rank r's contribution is in that element
+
+
+def encode(rank: int, p: int, n: int) -> np.ndarray:
+    """Rank ``rank``'s input: element i is 2^rank + i·2^p (int64), so sums can be decoded."""
+    return (np.int64(1) << rank) + np.arange(n, dtype=np.int64) * (np.int64(1) << p)
+
+
+def decode(values: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(masks, element indices) of encoded sums: mask = low p bits; index = high part / (ranks in the mask)."""
+    values = np.asarray(values, dtype=np.int64)
+    masks = values & ((1 << p) - 1)
+    counts = np.array([bin(int(m)).count("1") for m in masks.ravel()], dtype=np.int64).reshape(masks.shape)
+    return masks, (values >> p) // np.maximum(counts, 1)
+
+
+def _ranks(mask: int) -> frozenset[int]:
+    return frozenset(r for r in range(mask.bit_length()) if mask >> r & 1)
+
+
+def _step_order(trace: list[comm.Message], p: int) -> list[str]:
+    """Labels in the order the ranks meet them: by the latest place a label takes in any rank's own sequence."""
+    rank_of_step: dict[str, int] = {}
+    first_end: dict[str, float] = {}
+    for r in range(p):
+        # a receive that ends at t comes before a send that starts at t (the send may forward what arrived)
+        sends = [(m.start, 1, m.label) for m in trace if m.src == r]
+        events = sorted(sends + [(m.end, 0, m.label) for m in trace if m.dst == r])
+        seen: list[str] = []
+        for _, _, label in events:
+            if label not in seen:
+                seen.append(label)
+        for pos, label in enumerate(seen):
+            rank_of_step[label] = max(pos, rank_of_step.get(label, 0))
+    for m in trace:
+        first_end[m.label] = min(m.end, first_end.get(m.label, np.inf))
+    return sorted(rank_of_step, key=lambda label: (rank_of_step[label], first_end[label]))
+
+
+def trace_steps(algorithm: str, p: int, n: int | None = None) -> list[Step]:
+    """Run ``algorithm`` on p simulated ranks with n encoded elements each; return its steps in order."""
+    if not 1 <= p <= MAX_RANKS:
+        raise ValueError(f"the step-through shows 1 to {MAX_RANKS} ranks, got p={p}")
+    n = p if n is None else n
+    run = comm.run(
+        lambda c: collectives.allreduce(encode(c.rank, p, n), c, algorithm=algorithm),
+        p,
+        link=cost.Link(alpha=1e-6, beta=1e-9),
+        payloads=True,
+    )
+    order = _step_order(run.trace, p)
+    buffers = np.array([1 << r for r in range(p)], dtype=np.int64)[:, None].repeat(n, axis=1)
+    steps = []
+    for label in order:
+        sent = []
+        for m in (m for m in run.trace if m.label == label):
+            masks, idx = decode(m.payload, p)
+            # a receiver reduces (or copies a fuller sum) into those elements: its contributions are the union
+            buffers[m.dst, idx] |= masks
+            sent.append(Sent(m.src, m.dst, tuple(int(i) for i in idx), tuple(_ranks(int(k)) for k in masks), label))
+        steps.append(Step(label, tuple(sent), buffers.copy()))
+    expected = sum(encode(r, p, n) for r in range(p))
+    if not all(np.array_equal(v, expected) for v in run.values):  # the run itself must be right
+        raise AssertionError(f"{algorithm} all-reduce gave a wrong sum on p={p}")
+    return steps
+
+
+def _ranges(items: tuple[int, ...]) -> str:
+    """Element indices as compact ranges: (0, 1, 2, 5) → '0-2,5'."""
+    out, items = [], sorted(items)
+    i = 0
+    while i < len(items):
+        j = i
+        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
+            j += 1
+        out.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def describe(step: Step, k: int, total: int) -> str:
+    """One line per step: its label and each message as 'src→dst elements [holders]'."""
+    parts = []
+    for m in step.messages:
+        holders = "+".join(str(r) for r in sorted(set().union(*m.holders))) if m.holders else "-"
+        parts.append(f"{m.src}→{m.dst} e[{_ranges(m.elements)}] ({holders})")
+    return f"step {k}/{total} {step.label}: " + "; ".join(parts)
+
+
+def plot_step(steps: list[Step], k: int, algorithm: str = ""):
+    """Ranks on a circle with this step's messages as arrows, beside a rank × element grid of contributions."""
+    from matplotlib.figure import Figure
+
+    if not 1 <= k <= len(steps):
+        raise ValueError(f"step must be 1..{len(steps)}, got {k}")
+    step = steps[k - 1]
+    p, n = step.buffers.shape
+    fig = Figure(figsize=(9, 3.8), dpi=80)
+    ax_net, ax_buf = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    fig.subplots_adjust(left=0.02, right=0.97, bottom=0.13, top=0.85, wspace=0.15)
+    angle = np.pi / 2 - 2 * np.pi * np.arange(p) / p
+    xy = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    ax_net.scatter(xy[:, 0], xy[:, 1], s=420, color="#dde6f2", edgecolor="#4c72b0", zorder=2)
+    for r in range(p):
+        ax_net.text(*xy[r], str(r), ha="center", va="center", fontsize=10, zorder=3)
+    for m in step.messages:
+        ax_net.annotate(
+            "",
+            xy=xy[m.dst],
+            xytext=xy[m.src],
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "#c44e52",
+                "shrinkA": 11,
+                "shrinkB": 11,
+                "connectionstyle": "arc3,rad=0.15",
+            },
+        )
+        mid = (xy[m.src] + xy[m.dst]) / 2 * 1.12
+        ax_net.text(*mid, f"e{_ranges(m.elements)}", fontsize=7, color="#c44e52", ha="center", va="center")
+    ax_net.set(xlim=(-1.4, 1.4), ylim=(-1.4, 1.4), aspect="equal", title=f"messages in {step.label}")
+    ax_net.axis("off")
+    counts = np.vectorize(lambda m: bin(int(m)).count("1"))(step.buffers)
+    ax_buf.imshow(counts, cmap="Blues", vmin=0, vmax=p, aspect="auto")
+    if p * n <= 100:
+        for r in range(p):
+            for i in range(n):
+                ax_buf.text(
+                    i,
+                    r,
+                    str(counts[r, i]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if counts[r, i] > p / 2 else "black",
+                )
+    ax_buf.set(
+        title="contributions each element holds",
+        xlabel="element of the vector",
+        ylabel="rank",
+        xticks=range(n),
+        yticks=range(p),
+    )
+    fig.suptitle(f"{algorithm} all-reduce, p = {p}: step {k} of {len(steps)}".strip())
+    return fig, step
