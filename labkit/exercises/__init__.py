@@ -1,0 +1,1 @@
+"""The exercises of each chapter, with their solutions (``chNN.py``); `labkit.check` marks the answers."""
