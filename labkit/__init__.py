@@ -48,7 +48,19 @@ def setup(seed: int = 0, tensorflow: bool = True) -> None:
 
         matplotlib.rcParams.update(PLOT_STYLE)
     except ImportError:  # matplotlib is a dependency, but setup() should not be the thing that fails
-        pass
+        return
+    _inline_figures()
+
+
+def _inline_figures() -> None:
+    """In a notebook, show matplotlib Figures (also those made without pyplot) as images, as `%matplotlib inline`."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "kernel"):
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def _version(dist: str) -> str:

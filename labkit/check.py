@@ -42,6 +42,9 @@ def exercise(chapter: int, question: str, why: str, solution: str, rel_tol: floa
 
     def register(fn: Callable[[], Any]) -> Exercise:
         ex = Exercise(fn.__name__, chapter, question, fn, why, solution.strip(), rel_tol, dict(hints or {}))
+        old = REGISTRY.get(ex.name)
+        if old is not None and (old.chapter, old.question) != (chapter, question):
+            raise ValueError(f"exercise {ex.name!r} of chapter {chapter} is already chapter {old.chapter}'s: rename it")
         REGISTRY[ex.name] = ex
         return ex
 
