@@ -6,6 +6,7 @@ and in the cost explorer. Modules that train or serve models import TensorFlow t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -37,12 +38,7 @@ def setup(seed: int = 0, tensorflow: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed)
     if tensorflow:
-        import logging
-
-        import tensorflow as tf
-
-        tf.get_logger().setLevel(logging.ERROR)
-        tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow in one call
+        import_tensorflow().keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow in one call
     try:
         import matplotlib
 
@@ -50,6 +46,46 @@ def setup(seed: int = 0, tensorflow: bool = True) -> None:
     except ImportError:  # matplotlib is a dependency, but setup() should not be the thing that fails
         return
     _inline_figures()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for a moment (Python exceptions are unaffected)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr (some embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    """Import TensorFlow quietly and return it.
+
+    TensorFlow's C++ start-up lines (oneDNN notices, "could not find cuda drivers", cuInit) go to stderr before any
+    log level applies and would fill a notebook's first cell; they are sent to /dev/null while it loads and looks
+    for GPUs. Later warnings and errors are shown as usual.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+
+    with _native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    tf.get_logger().setLevel(logging.ERROR)
+    return tf
 
 
 def _inline_figures() -> None:

@@ -16,7 +16,7 @@ from labkit.plots import welcome_numbers  # noqa: F401  (the welcome chapter's n
 # Model sizes a student recognises, in parameters (published counts).
 MODELS = {
     "the article's MLP (89,610)": 89_610,  # 784·100+100 + 100·100+100 + 100·10+10
-    "ResNet-50 (25.6 M)": 25_557_032,  # He et al. 2016, as Keras counts it
+    "ResNet-50 (25.6 M)": 25_557_032,  # He et al. 2016, as torchvision counts it (Keras: 25,636,712)
     "BERT-large (340 M)": 340_000_000,  # Devlin et al. 2019
     "GPT-2 XL (1.5 B)": 1_558_000_000,  # Radford et al. 2019
 }

@@ -1,0 +1,299 @@
+"""Why distribute: models, compute and data have grown faster than one device. Published figures, each cited.
+
+Three small tables of published numbers (model sizes, GPU memories, training runs, data sets), the two formulas
+that turn them into the chapter's argument, and pure plotting functions that return ``(figure, data)``:
+
+- memory to hold a model's *states* (activations excluded): N parameters × bytes per parameter, where training
+  with Adam in mixed precision takes 2 + 2 + 4 + 4 + 4 = 16 bytes (Rajbhandari et al. 2020, ZeRO, SC'20) and
+  fp16 inference 2 bytes;
+- training compute: C ≈ 6·N·D floating-point operations for N parameters and D tokens (Kaplan et al. 2020,
+  arXiv:2001.08361): 2N per token forward (a multiply and an add per weight), 4N backward.
+
+``year`` is when a model, data set or device appeared (arXiv or launch); the citation says where the number is
+published. 1 GB = 10⁹ bytes throughout (vendors' "80 GB" are within 7 % of that either way).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    year: int
+    params: float
+    citation: str
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    year: int
+    memory_gb: float
+    citation: str
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    name: str
+    year: int
+    params: float
+    tokens: float
+    reported_flops: float | None  # the paper's own total, where it gives one
+    citation: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    year: int
+    size: float
+    unit: str  # what `size` counts: images, words or tokens
+    citation: str
+
+
+MODELS = (
+    Model("AlexNet", 2012, 60e6, "Krizhevsky, Sutskever & Hinton 2012, NeurIPS ('60 million parameters')"),
+    Model("VGG-16", 2014, 138e6, "Simonyan & Zisserman 2015, ICLR, Table 2 (configuration D)"),
+    Model("ResNet-50", 2015, 25.6e6, "He et al. 2016, CVPR; 25,636,712 as keras.applications.ResNet50 counts it"),
+    Model("Transformer (big)", 2017, 213e6, "Vaswani et al. 2017, NeurIPS, Table 3"),
+    Model("BERT-large", 2018, 340e6, "Devlin et al. 2019, NAACL"),
+    Model("GPT-2", 2019, 1.5e9, "Radford et al. 2019, OpenAI report ('a 1.5B parameter Transformer')"),
+    Model("Megatron-LM", 2019, 8.3e9, "Shoeybi et al. 2019, arXiv:1909.08053"),
+    Model("T5-11B", 2019, 11e9, "Raffel et al. 2020, JMLR"),
+    Model("GPT-3", 2020, 175e9, "Brown et al. 2020, NeurIPS"),
+    Model("Gopher", 2021, 280e9, "Rae et al. 2021, arXiv:2112.11446"),
+    Model("PaLM", 2022, 540e9, "Chowdhery et al. 2022, arXiv:2204.02311 (JMLR 2023)"),
+    Model("Chinchilla", 2022, 70e9, "Hoffmann et al. 2022, NeurIPS"),
+    Model("Llama 3.1 405B", 2024, 405e9, "Llama Team, AI@Meta 2024, arXiv:2407.21783"),
+)
+
+DEVICES = (  # the largest-memory NVIDIA data-centre GPU of its day (the GTX 580 is what AlexNet used)
+    Device("GTX 580", 2010, 3, "Krizhevsky et al. 2012: 'a single GTX 580 GPU has only 3GB of memory'"),
+    Device("Tesla K80 (per GPU)", 2014, 12, "NVIDIA Tesla K80 datasheet: 24 GB on a board of two GPUs"),
+    Device("Tesla P100", 2016, 16, "NVIDIA Tesla P100 datasheet"),
+    Device("Tesla V100 32GB", 2018, 32, "NVIDIA V100 datasheet (16 GB at its 2017 launch)"),
+    Device("A100 80GB", 2020, 80, "NVIDIA A100 datasheet"),
+    Device("H100 SXM", 2022, 80, "NVIDIA H100 datasheet"),
+    Device("H200", 2024, 141, "NVIDIA H200 datasheet"),
+)
+
+RUNS = (  # training runs whose papers give both N and D
+    TrainingRun("GPT-3", 2020, 175e9, 300e9, 3.14e23, "Brown et al. 2020, NeurIPS, Table D.1"),
+    TrainingRun("Chinchilla", 2022, 70e9, 1.4e12, 5.76e23, "Hoffmann et al. 2022, NeurIPS (the same budget as Gopher)"),
+    TrainingRun("PaLM", 2022, 540e9, 780e9, None, "Chowdhery et al. 2022, arXiv:2204.02311"),
+    TrainingRun("Llama 3.1 405B", 2024, 405e9, 15.6e12, 3.8e25, "Llama Team, AI@Meta 2024, arXiv:2407.21783"),
+)
+
+DATASETS = (
+    Dataset("MNIST", 1998, 60_000, "images", "LeCun et al. 1998, Proc. IEEE"),
+    Dataset("ImageNet (ILSVRC-2012)", 2012, 1_281_167, "images", "Russakovsky et al. 2015, IJCV"),
+    Dataset("JFT-300M", 2017, 300e6, "images", "Sun et al. 2017, ICCV"),
+    Dataset("BERT corpus", 2018, 3.3e9, "words", "Devlin et al. 2019, NAACL: BooksCorpus 800M + Wikipedia 2,500M"),
+    Dataset("GPT-3", 2020, 300e9, "tokens", "Brown et al. 2020, NeurIPS"),
+    Dataset("Chinchilla", 2022, 1.4e12, "tokens", "Hoffmann et al. 2022, NeurIPS"),
+    Dataset("Llama 3.1", 2024, 15.6e12, "tokens", "Llama Team, AI@Meta 2024, arXiv:2407.21783"),
+)
+
+# Peak dense throughput of tensor cores in 16-bit (bf16/fp16), FLOP/s, from the vendor datasheets.
+PEAK_FLOPS = {
+    "V100": 125e12,
+    "A100": 312e12,
+    "H100 SXM": 989e12,  # the datasheet's 1,979 TFLOPS is quoted with 2:4 sparsity; dense is half
+}
+
+# Fault tolerance at scale: Llama Team 2024 (arXiv:2407.21783, section 3.3.4), pre-training on 16,384 H100s.
+LLAMA3_RELIABILITY = {"gpus": 16_384, "days": 54, "unexpected_interruptions": 419, "all_interruptions": 466}
+
+# Bytes of state per parameter (activations and temporary buffers come on top).
+BYTES_PER_PARAM = {
+    "train_mixed": {  # Adam in mixed precision, as counted by ZeRO (Rajbhandari et al. 2020): K = 12
+        "fp16 weights": 2,
+        "fp16 gradients": 2,
+        "fp32 master weights": 4,
+        "fp32 Adam momentum": 4,
+        "fp32 Adam variance": 4,
+    },
+    "train_fp32": {"fp32 weights": 4, "fp32 gradients": 4, "fp32 Adam momentum": 4, "fp32 Adam variance": 4},
+    "infer_fp16": {"fp16 weights": 2},
+    "infer_fp32": {"fp32 weights": 4},
+}
+
+
+def memory_breakdown(params: float, regime: str = "train_mixed") -> dict[str, float]:
+    """Bytes of each kind of state for ``params`` parameters: params × bytes per parameter, per kind."""
+    if regime not in BYTES_PER_PARAM:
+        raise ValueError(f"unknown regime {regime!r}: use one of {list(BYTES_PER_PARAM)}")
+    return {kind: params * b for kind, b in BYTES_PER_PARAM[regime].items()}
+
+
+def memory_bytes(params: float, regime: str = "train_mixed") -> float:
+    """Bytes to hold a model's states: N × (16 training with Adam in mixed precision, 2 fp16 inference, …)."""
+    return sum(memory_breakdown(params, regime).values())
+
+
+def min_devices(params: float, device_gb: float, regime: str = "train_mixed") -> int:
+    """The fewest devices of ``device_gb`` GB whose memories together hold the states (nothing else counted)."""
+    return math.ceil(memory_bytes(params, regime) / (device_gb * GB) - 1e-12)
+
+
+def training_flops(params: float, tokens: float) -> float:
+    """Training compute C ≈ 6·N·D FLOPs (Kaplan et al. 2020): 2N forward and 4N backward per token or sample."""
+    return 6.0 * params * tokens
+
+
+def doubling_time_months(years, values) -> float:
+    """Months to double, from a least-squares fit of log2(value) against year."""
+    slope = np.polyfit(np.asarray(years, float), np.log2(np.asarray(values, float)), 1)[0]
+    return 12.0 / slope
+
+
+def short(n: float) -> str:
+    """A count with a thousands suffix: 60 M, 1.5 B, 15.6 T."""
+    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.3g} {suffix}"
+    return f"{n:.3g}"
+
+
+def table(rows: list[tuple], headers: tuple[str, ...]) -> str:
+    """Rows as fixed-width text: the first column left-aligned, the others right-aligned."""
+    cells = [tuple(headers)] + [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    return "\n".join(line(r) for r in cells)
+
+
+def _figure(ncols: int = 1, width: float = 7.5, height: float = 3.6):
+    from matplotlib.figure import Figure  # no pyplot: nothing keeps the figure alive after it is shown
+
+    fig = Figure(figsize=(width, height), dpi=80)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.14, top=0.9, wspace=0.3)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _label_points(ax, xs, ys, names, fontsize: int = 6) -> None:
+    """Name each point; points sharing a year alternate right and left of their marker so labels do not collide."""
+    seen: dict = {}
+    for x, y, name in zip(xs, ys, names, strict=True):
+        left = seen.get(x, 0) % 2 == 1
+        seen[x] = seen.get(x, 0) + 1
+        ax.annotate(
+            name,
+            (x, y),
+            xytext=(-3 if left else 3, 2),
+            textcoords="offset points",
+            fontsize=fontsize,
+            ha="right" if left else "left",
+        )
+
+
+def _years_axis(ax, years, right_margin: float = 1.5) -> None:
+    """Whole years on the x axis, with room on the right for the last point's label."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(min(years) - 0.7, max(years) + right_margin)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_memory(models=MODELS, devices=DEVICES):
+    """Memory to train (16 B/param) and to serve (2 B/param) each model, against the largest GPU of each year."""
+    fig, ax = _figure()
+    years = [m.year for m in models]
+    train = [memory_bytes(m.params, "train_mixed") / GB for m in models]
+    infer = [memory_bytes(m.params, "infer_fp16") / GB for m in models]
+    ax.semilogy(years, train, "o", color="#c44e52", label="training states: Adam, mixed precision (16 B/param)")
+    ax.semilogy(years, infer, "x", color="#4c72b0", label="inference weights: fp16 (2 B/param)")
+    _label_points(ax, years, train, [m.name for m in models])
+    dev_years = [d.year for d in devices] + [max(years + [d.year for d in devices]) + 1]
+    dev_gb = [d.memory_gb for d in devices] + [devices[-1].memory_gb]
+    ax.step(dev_years, dev_gb, where="post", color="black", label="memory of one GPU (largest of its day)")
+    _years_axis(ax, dev_years)
+    ax.set(title="What a model needs against what one GPU holds", xlabel="year", ylabel="memory (GB, log scale)")
+    ax.legend(fontsize=7, loc="upper left")
+    data = {
+        "models": [(m.name, m.year, t, i) for m, t, i in zip(models, train, infer, strict=True)],
+        "devices": [(d.name, d.year, d.memory_gb) for d in devices],
+    }
+    return fig, data
+
+
+def plot_compute(runs=RUNS, device: str = "H100 SXM", reference: tuple[str, float] | None = None):
+    """Training compute of each run (6ND and the paper's own total), and the years it would take one GPU at peak.
+
+    ``reference`` = (label, FLOPs) draws a horizontal line for comparison, e.g. the article's MLP on MNIST.
+    """
+    fig, (ax_c, ax_t) = _figure(2, width=9.0)
+    peak = PEAK_FLOPS[device]
+    years = [r.year for r in runs]
+    c6 = [training_flops(r.params, r.tokens) for r in runs]
+    ax_c.semilogy(years, c6, "o", color="#c44e52", label="C = 6·N·D")
+    reported = [r for r in runs if r.reported_flops]
+    ax_c.semilogy(
+        [r.year for r in reported],
+        [r.reported_flops for r in reported],
+        "k+",
+        markersize=10,
+        label="the paper's own total",
+    )
+    _label_points(ax_c, years, c6, [r.name for r in runs])
+    if reference:
+        ax_c.axhline(reference[1], color="gray", linestyle=":", label=reference[0])
+    _years_axis(ax_c, years, 1.8)
+    ax_c.set(title="Training compute", xlabel="year", ylabel="FLOPs (log scale)")
+    ax_c.legend(fontsize=7, loc="center left")
+    one_gpu_years = [c / peak / (365.25 * 86400) for c in c6]
+    ax_t.bar([r.name for r in runs], one_gpu_years, color="#dd8452", label=f"one {device} at {peak / 1e12:.0f} TFLOP/s")
+    ax_t.set_yscale("log")
+    ax_t.set(title="Time on one GPU at its peak", xlabel="training run", ylabel="years (log scale)")
+    ax_t.tick_params(axis="x", labelsize=7)
+    ax_t.legend(fontsize=7)
+    data = [
+        {"name": r.name, "flops_6nd": c, "reported": r.reported_flops, "years_on_one_gpu": t}
+        for r, c, t in zip(runs, c6, one_gpu_years, strict=True)
+    ]
+    return fig, data
+
+
+def plot_data(datasets=DATASETS):
+    """Training-set sizes over the years: images for vision, words or tokens for language."""
+    fig, ax = _figure()
+    styles = {"images": ("s", "#55a868"), "words": ("^", "#8172b2"), "tokens": ("o", "#4c72b0")}
+    for unit, (marker, color) in styles.items():
+        rows = [d for d in datasets if d.unit == unit]
+        if rows:
+            ax.semilogy([d.year for d in rows], [d.size for d in rows], marker, color=color, label=unit)
+    _label_points(ax, [d.year for d in datasets], [d.size for d in datasets], [d.name for d in datasets], 7)
+    _years_axis(ax, [d.year for d in datasets], 3.0)
+    ax.set(
+        title="Training data grows too",
+        xlabel="year",
+        ylabel="training-set size (items, log scale)",
+    )
+    ax.legend(fontsize=7, loc="upper left", title="items are", title_fontsize=7)
+    return fig, [(d.name, d.year, d.size, d.unit) for d in datasets]
+
+
+def plot_baseline(history: dict[str, list[float]], epoch_seconds: list[float]):
+    """One worker's training: accuracy per epoch (train, and test if given) and the seconds each epoch took."""
+    fig, (ax_a, ax_t) = _figure(2, width=9.0, height=3.2)
+    epochs = np.arange(1, len(epoch_seconds) + 1)
+    ax_a.plot(epochs, history["accuracy"], "o-", label="training set")
+    if "val_accuracy" in history:
+        ax_a.plot(epochs, history["val_accuracy"], "s--", label="test set")
+    ax_a.set(title="Accuracy after each epoch", xlabel="epoch", ylabel="accuracy (fraction correct)")
+    ax_a.legend(fontsize=7)
+    ax_t.bar(epochs, epoch_seconds, color="#dd8452", label="measured on this machine")
+    ax_t.set(title="Time per epoch (the first builds the graph)", xlabel="epoch", ylabel="time (s)")
+    ax_t.legend(fontsize=7)
+    return fig, {"epochs": epochs.tolist(), "seconds": list(epoch_seconds)}
