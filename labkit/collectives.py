@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.comm import Comm, CommError, check_op, expect_like
+from labkit.comm import Comm, CommError, check_op
 
 _NUMERIC = "biufc"  # bool, signed and unsigned integers, floats, complex
 
@@ -32,12 +32,12 @@ def _check_same(x: np.ndarray, comm: Comm) -> None:
             )
 
 
-def _start(x: Any, comm: Comm, op: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """A flat copy of x to work in (the input stays untouched) and x's shape, once every rank has been checked."""
+def _start(x: Any, comm: Comm, op: str, copy: bool = True) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A flat copy of x to work in (or, copy=False, a flat view only to read) and x's shape, once checked."""
     check_op(op)
     x = np.asarray(x)
     _check_same(x, comm)
-    return x.flatten(), x.shape
+    return (x.flatten() if copy else x.reshape(-1)), x.shape
 
 
 def _chunk_bounds(n: int, parts: int) -> list[int]:
@@ -51,27 +51,21 @@ def _span(buf: np.ndarray, bounds: list[int], first: int, stop: int) -> np.ndarr
     return buf[bounds[first] : bounds[stop]]
 
 
-def _recv_into(buf: np.ndarray, comm: Comm, src: int, label: str) -> None:
-    incoming = comm.recv(src, label=label)
-    expect_like(buf, incoming, src, comm.rank)
-    buf[...] = incoming
-
-
-def _sendrecv_into(x: np.ndarray, dst: int, buf: np.ndarray, src: int, comm: Comm, label: str) -> None:
-    incoming = comm.sendrecv(x, dst, src, label=label)
-    expect_like(buf, incoming, src, comm.rank)
-    buf[...] = incoming
-
-
 # --- building blocks -------------------------------------------------------------------------------------------
 
 
-def _ring_reduce_scatter(buf: np.ndarray, bounds: list[int], comm: Comm, op: str) -> None:
-    """Leave chunk ``rank`` of buf reduced over all ranks: p−1 steps, each passing one chunk to the right."""
+def _ring_reduce_scatter(buf: np.ndarray, bounds: list[int], comm: Comm, op: str, source: np.ndarray) -> None:
+    """Leave chunk ``rank`` of buf reduced over all ranks: p−1 steps, each passing one chunk to the right.
+
+    ``source`` is this rank's (flat) input; a chunk is copied into buf only just before it is reduced there, so
+    the input is never copied whole (one pass over memory fewer: it matters at tens of MB).
+    """
     p, r = comm.size, comm.rank
     for k in range(1, p):  # send the chunk finished last step; add the left neighbour's copy of the next one
         give, take = (r - k) % p, (r - k - 1) % p
-        chunk_out, chunk_in = _span(buf, bounds, give, give + 1), _span(buf, bounds, take, take + 1)
+        chunk_out = _span(source if k == 1 else buf, bounds, give, give + 1)
+        chunk_in = _span(buf, bounds, take, take + 1)
+        chunk_in[...] = _span(source, bounds, take, take + 1)
         comm.sendrecv_reduce(chunk_out, (r + 1) % p, chunk_in, (r - 1) % p, op=op, label=f"reduce-scatter {k}/{p - 1}")
 
 
@@ -81,7 +75,7 @@ def _ring_allgather(buf: np.ndarray, bounds: list[int], comm: Comm) -> None:
     for k in range(1, p):  # forward the chunk received last step (at first, this rank's own)
         give, take = (r - k + 1) % p, (r - k) % p
         chunk_out, chunk_in = _span(buf, bounds, give, give + 1), _span(buf, bounds, take, take + 1)
-        _sendrecv_into(chunk_out, (r + 1) % p, chunk_in, (r - 1) % p, comm, label=f"all-gather {k}/{p - 1}")
+        comm.sendrecv_into(chunk_out, (r + 1) % p, chunk_in, (r - 1) % p, label=f"all-gather {k}/{p - 1}")
 
 
 def _binomial_reduce(buf: np.ndarray, comm: Comm, root: int, op: str) -> None:
@@ -105,7 +99,7 @@ def _binomial_broadcast(buf: np.ndarray, comm: Comm, root: int) -> None:
     while mask < p and not me & mask:
         mask <<= 1
     if mask < p:  # not the root: receive from the parent, which differs in this rank's lowest set bit
-        _recv_into(buf, comm, (me - mask + root) % p, label=f"broadcast {rounds - mask.bit_length() + 1}/{rounds}")
+        comm.recv_into(buf, (me - mask + root) % p, label=f"broadcast {rounds - mask.bit_length() + 1}/{rounds}")
     mask >>= 1
     while mask:
         if me + mask < p:
@@ -126,7 +120,7 @@ def _fold_in(buf: np.ndarray, comm: Comm, p2: int, op: str) -> bool:
 def _fold_out(buf: np.ndarray, comm: Comm, p2: int) -> None:
     """Give the ranks folded in the result: rank r < p − p2 sends it to r + p2."""
     if comm.rank >= p2:
-        _recv_into(buf, comm, comm.rank - p2, label="fold-out")
+        comm.recv_into(buf, comm.rank - p2, label="fold-out")
     elif comm.rank + p2 < comm.size:
         comm.send(buf, comm.rank + p2, label="fold-out")
 
@@ -149,15 +143,18 @@ def ps_allreduce(x: Any, comm: Comm, op: str = "sum") -> np.ndarray:
             comm.send(buf, dst, label=f"send back {dst}/{p - 1}")
     else:
         comm.send(buf, 0, label=f"gather to master {comm.rank}/{p - 1}")
-        _recv_into(buf, comm, 0, label=f"send back {comm.rank}/{p - 1}")
+        comm.recv_into(buf, 0, label=f"send back {comm.rank}/{p - 1}")
     return buf.reshape(shape)
 
 
 def ring_allreduce(x: Any, comm: Comm, op: str = "sum") -> np.ndarray:
     """Reduce-scatter then all-gather around a ring, p−1 steps each: 2(p−1)α + 2(p−1)/p·nβ + (p−1)/p·nγ."""
-    buf, shape = _start(x, comm, op)
+    source, shape = _start(x, comm, op, copy=False)
+    buf = np.empty_like(source)  # every chunk of it is written below: reduced into, or gathered
+    if comm.size == 1:
+        buf[...] = source
     bounds = _chunk_bounds(buf.size, comm.size)
-    _ring_reduce_scatter(buf, bounds, comm, op)
+    _ring_reduce_scatter(buf, bounds, comm, op, source)
     _ring_allgather(buf, bounds, comm)
     return buf.reshape(shape)
 
@@ -208,7 +205,7 @@ def halving_doubling_allreduce(x: Any, comm: Comm, op: str = "sum") -> np.ndarra
             mask = 1 << k
             theirs = lo ^ mask
             mine_view, theirs_view = _span(buf, bounds, lo, lo + mask), _span(buf, bounds, theirs, theirs + mask)
-            _sendrecv_into(mine_view, r ^ mask, theirs_view, r ^ mask, comm, label=f"all-gather {k + 1}/{steps}")
+            comm.sendrecv_into(mine_view, r ^ mask, theirs_view, r ^ mask, label=f"all-gather {k + 1}/{steps}")
             lo = min(lo, theirs)
     _fold_out(buf, comm, p2)
     return buf.reshape(shape)
@@ -267,9 +264,12 @@ def reduce(x: Any, comm: Comm, root: int = 0, op: str = "sum") -> np.ndarray | N
 
 def reduce_scatter(x: Any, comm: Comm, op: str = "sum") -> np.ndarray:
     """This rank's chunk (np.array_split of the flattened array into p) of the reduced array: ring, p−1 steps."""
-    buf, _ = _start(x, comm, op)
+    source, _ = _start(x, comm, op, copy=False)
+    buf = np.empty_like(source)
     bounds = _chunk_bounds(buf.size, comm.size)
-    _ring_reduce_scatter(buf, bounds, comm, op)
+    if comm.size == 1:
+        buf[...] = source
+    _ring_reduce_scatter(buf, bounds, comm, op, source)
     return _span(buf, bounds, comm.rank, comm.rank + 1).copy()
 
 

@@ -51,7 +51,8 @@ class Comm(Protocol):
     """What an algorithm may use: the mpi4py-like point-to-point calls, plus fused receive-and-reduce.
 
     ``recv_reduce`` and ``sendrecv_reduce`` let a transport reduce straight out of its receive buffer (one copy
-    fewer on ``"shm"``, a modelled ``n*gamma`` on ``"sim"``). ``allgather_object`` exchanges small metadata
+    fewer on ``"shm"``, a modelled ``n*gamma`` on ``"sim"``); ``recv_into`` and ``sendrecv_into`` copy what
+    arrives straight into the caller's array. ``allgather_object`` exchanges small metadata
     (shapes, dtypes) for consistency checks; it is not a message of the trace and costs no modelled time.
     """
 
@@ -70,6 +71,12 @@ class Comm(Protocol):
 
     def sendrecv_reduce(
         self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
+    ) -> None: ...
+
+    def recv_into(self, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None: ...
+
+    def sendrecv_into(
+        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = ""
     ) -> None: ...
 
     def allgather_object(self, obj: Any) -> list[Any]: ...
@@ -98,6 +105,19 @@ class CommBase:
     rank: int
     size: int
 
+    def _peer(self, value: Any, name: str) -> int:
+        """A valid rank number (for dst= or src=), or a ValueError that says which ranks there are."""
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < self.size:
+            raise ValueError(f"{name}={value!r} is not a rank of this world of {self.size}: use 0..{self.size - 1}")
+        return int(value)
+
+    @staticmethod
+    def _tag(tag: Any) -> int:
+        """A valid message tag (a whole number >= 0), or a ValueError."""
+        if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or tag < 0:
+            raise ValueError(f"tag must be a whole number >= 0, got {tag!r}")
+        return int(tag)
+
     def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
         """out ← out op (the array received from src)."""
         ufunc = check_op(op)
@@ -113,6 +133,18 @@ class CommBase:
         incoming = self.sendrecv(x, dst, src, tag, label)  # type: ignore[attr-defined]
         expect_like(out, incoming, src, self.rank)
         ufunc(out, incoming, out=out)
+
+    def recv_into(self, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
+        """out ← the array received from src (same shape and dtype, or CommError)."""
+        incoming = self.recv(src, tag, label)  # type: ignore[attr-defined]
+        expect_like(out, incoming, src, self.rank)
+        out[...] = incoming
+
+    def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
+        """Send x to dst while receiving from src into out."""
+        incoming = self.sendrecv(x, dst, src, tag, label)  # type: ignore[attr-defined]
+        expect_like(out, incoming, src, self.rank)
+        out[...] = incoming
 
 
 def run(

@@ -197,14 +197,20 @@ def busbw(
 
 
 def fit_link(sizes: np.ndarray, times: np.ndarray) -> Link:
-    """The link (α, β) that fits one-way message times best by least squares: t ≈ α + nβ (a ping-pong's RTT / 2)."""
+    """The link (α, β) that fits one-way message times best: t ≈ α + nβ, least squares on relative errors.
+
+    Each equation is divided by its measured time, so a 1 kB message (µs, all α) counts as much as a 64 MB one
+    (ms, all β); an unweighted fit lets the large sizes decide alone and often returns α = 0.
+    """
     sizes, times = np.asarray(sizes, dtype=float).ravel(), np.asarray(times, dtype=float).ravel()
     if sizes.shape != times.shape:
         raise ValueError(f"sizes and times must have the same length, got {sizes.size} and {times.size}")
     if np.unique(sizes).size < 2:
         raise ValueError("fit_link needs times for at least 2 different message sizes to separate α from β")
-    design = np.stack([np.ones_like(sizes), sizes], axis=1)
-    (alpha, beta), *_ = np.linalg.lstsq(design, times, rcond=None)
+    if np.any(times <= 0):
+        raise ValueError("every measured time must be > 0 seconds")
+    design = np.stack([np.ones_like(sizes), sizes], axis=1) / times[:, None]
+    (alpha, beta), *_ = np.linalg.lstsq(design, np.ones_like(times), rcond=None)
     if beta <= 0:
         raise ValueError("the times do not grow with the message size: measure larger messages (≥ 1 MB) too")
     return Link(alpha=max(float(alpha), 0.0), beta=float(beta))  # noise can push α slightly below 0

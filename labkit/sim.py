@@ -159,17 +159,6 @@ class SimComm(CommBase):
     def __repr__(self) -> str:
         return f"SimComm(rank={self.rank}, size={self.size}, clock={self._world.clock[self.rank]:.6g} s)"
 
-    def _peer(self, value: Any, name: str) -> int:
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < self.size:
-            raise ValueError(f"{name}={value!r} is not a rank of this world of {self.size}: use 0..{self.size - 1}")
-        return int(value)
-
-    @staticmethod
-    def _tag(tag: Any) -> int:
-        if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or tag < 0:
-            raise ValueError(f"tag must be a whole number >= 0, got {tag!r}")
-        return int(tag)
-
     def send(self, x: np.ndarray, dst: int, tag: int = 0, label: str = "") -> None:
         """Post a copy of x to dst: eager, never blocks, holds the send port for α + nβ."""
         x, dst, tag, w, r = _as_array(x, "send"), self._peer(dst, "dst"), self._tag(tag), self._world, self.rank
