@@ -136,3 +136,40 @@ def format_cost_table(table: dict[str, dict[str, float]]) -> str:
     for alg, row in table.items():
         lines.append(f"{alg:<20}{si(row['time'], 's'):>12}{row['algbw'] / 1e9:>12.3f}{row['busbw'] / 1e9:>12.3f}")
     return "\n".join(lines)
+
+
+def plot_measured(*measurements, kind: str = "exchange"):
+    """Measured all-reduce times (dots) beside the α-β-γ model on the fitted link (lines), one panel a transport.
+
+    Returns the figure and, per transport, the median |model error| over messages of 1 MB and more.
+    """
+    fig, axes = _figure(len(measurements), width=4.8 * len(measurements), height=3.6)
+    axes = np.atleast_1d(axes)
+    errors = {}
+    for ax, m in zip(axes, measurements, strict=True):
+        rows = m.compare(kind)
+        link = m.link(kind)
+        sizes = sorted({r["bytes"] for r in rows})
+        grid = np.logspace(np.log10(sizes[0]), np.log10(sizes[-1]), 50)
+        for alg in sorted({r["algorithm"] for r in rows}):
+            mine = [r for r in rows if r["algorithm"] == alg]
+            ax.loglog(
+                [r["bytes"] for r in mine],
+                [r["measured"] for r in mine],
+                "o",
+                color=COLORS.get(alg),
+                label=alg,
+                markersize=4,
+            )
+            ax.loglog(grid, cost.allreduce_time(alg, grid, m.p, link), "-", color=COLORS.get(alg), linewidth=1)
+        _log_ticks(ax.xaxis, sizes[0], sizes[-1], "B")
+        _log_ticks(ax.yaxis, *ax.get_ylim(), "s")
+        ax.set(
+            title=f"{m.transport}, p = {m.p}: measured (dots), model (lines)",
+            xlabel="message size (bytes)",
+            ylabel="time (log scale)",
+        )
+        big = [abs(r["error"]) for r in rows if r["bytes"] >= 1 << 20]
+        errors[m.transport] = float(np.median(big)) if big else float("nan")
+    axes[0].legend(fontsize=7)
+    return fig, errors

@@ -1,0 +1,232 @@
+"""Measure collectives on real processes (``"shm"``) and under MPI, and fit the α-β model to what was measured.
+
+Every timing is taken the same way: all ranks pass a barrier, each times the call, and a repeat counts as the
+slowest rank's time; a size's time is the median over repeats after a warm-up. Under MPI the measuring function
+runs in ``mpiexec -n p python -m labkit.measure …``, which writes its results as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labkit import collectives, comm, cost
+
+
+@dataclass
+class Measurement:
+    """What one measuring run found: the one-way ping-pong times, the link fitted to them, all-reduce times."""
+
+    transport: str
+    p: int
+    pingpong: dict[int, float]  # bytes -> one-way seconds (half a round trip between ranks 0 and 1)
+    exchange: dict[int, float] = field(default_factory=dict)  # bytes -> seconds of one ring step, all ranks busy
+    gamma: float = 0.0  # seconds per byte of np.add, measured in one process
+    allreduce: dict[tuple[str, int], float] = field(default_factory=dict)  # (algorithm, bytes) -> seconds
+
+    def link(self, kind: str = "exchange", with_gamma: bool = True) -> cost.Link:
+        """α and β fitted by least squares (`labkit.cost.fit_link`) to the ping-pong or to the ring exchange.
+
+        The ping-pong sees one message on an idle machine; the exchange sees every rank sending and receiving at
+        once, as in an all-reduce, so its β includes the contention for memory bandwidth and cores.
+        """
+        times = {"pingpong": self.pingpong, "exchange": self.exchange}[kind]
+        sizes = sorted(times)
+        fitted = cost.fit_link(sizes, [times[n] for n in sizes])
+        return cost.Link(fitted.alpha, fitted.beta, self.gamma if with_gamma else 0.0)
+
+    def compare(self, kind: str = "exchange", with_gamma: bool = True) -> list[dict]:
+        """Per (algorithm, size): measured time, the α-β(-γ) prediction on the fitted link, the relative error."""
+        link, rows = self.link(kind, with_gamma), []
+        for (algorithm, nbytes), measured in sorted(self.allreduce.items()):
+            predicted = cost.allreduce_time(algorithm, nbytes, self.p, link)
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "bytes": nbytes,
+                    "measured": measured,
+                    "predicted": predicted,
+                    "error": (predicted - measured) / measured,
+                }
+            )
+        return rows
+
+
+def timed(c: comm.Comm, call: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
+    """The slowest rank's time of each of ``repeats`` calls, each started right after a barrier (same on all ranks)."""
+    for _ in range(warmup):
+        call()
+    mine = []
+    for _ in range(repeats):
+        c.barrier()
+        start = time.perf_counter()
+        call()
+        mine.append(time.perf_counter() - start)
+    return np.max(np.array(c.allgather_object(mine)), axis=0).tolist()
+
+
+def pingpong_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+    """Median one-way time (half a round trip between ranks 0 and 1) for messages of each size in bytes."""
+    out = {}
+    for nbytes in sizes:
+        x = np.ones(nbytes, np.uint8)
+
+        def bounce(x=x):
+            if c.rank == 0:
+                c.send(x, 1)
+                c.recv(1)
+            elif c.rank == 1:
+                c.send(c.recv(0), 0)
+
+        out[int(nbytes)] = float(np.median(timed(c, bounce, repeats))) / 2
+    return out
+
+
+def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+    """Median time of one ring step: every rank sends to its right neighbour while receiving from its left."""
+    right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    out = {}
+    for nbytes in sizes:
+        x = np.ones(nbytes, np.uint8)
+        out[int(nbytes)] = float(np.median(timed(c, lambda x=x: c.sendrecv(x, right, left), repeats)))
+    return out
+
+
+def reduce_gamma(nbytes: int = 1 << 24, repeats: int = 10) -> float:
+    """Seconds per byte of an in-place float32 np.add over ``nbytes``: the γ of the cost model on this machine."""
+    a, b = np.ones(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        np.add(a, b, out=a)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:])) / nbytes
+
+
+def allreduce_times(
+    c: comm.Comm, algorithms: Sequence[str], sizes: Sequence[int], repeats: int = 10
+) -> dict[tuple[str, int], float]:
+    """Median time of each algorithm's all-reduce of float32 vectors of each size in bytes; results are checked."""
+    out = {}
+    for nbytes in sizes:
+        x = np.full(nbytes // 4, c.rank + 1.0, np.float32)
+        want = np.float32(c.size * (c.size + 1) / 2)
+        for algorithm in algorithms:
+            result = collectives.allreduce(x, c, algorithm=algorithm)
+            if result.size and not (result[0] == want and result[-1] == want):
+                raise comm.CommError(f"{algorithm} all-reduce gave {result[0]}, not {want}, on rank {c.rank}")
+            times = timed(c, lambda x=x, a=algorithm: collectives.allreduce(x, c, algorithm=a), repeats)
+            out[(algorithm, int(nbytes))] = float(np.median(times))
+    return out
+
+
+def _measure(c: comm.Comm, algorithms, sizes, pingpong_sizes, repeats) -> dict:
+    return {
+        "pingpong": pingpong_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
+        "exchange": exchange_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
+        "gamma": reduce_gamma(),
+        "allreduce": allreduce_times(c, algorithms, sizes, repeats),
+    }
+
+
+PINGPONG_SIZES = (1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22)  # 1 kB … 4 MB: both α and β show
+SIZES = (1 << 12, 1 << 16, 1 << 20, 1 << 22)  # 4 kB … 4 MB: quick enough for a notebook
+
+
+def measure_shm(
+    p: int,
+    algorithms: Sequence[str] = cost.ALGORITHMS,
+    sizes: Sequence[int] = SIZES,
+    pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
+    repeats: int = 10,
+    timeout: float = 300.0,
+) -> Measurement:
+    """Ping-pong and all-reduce times on p real processes of this machine (the ``"shm"`` transport)."""
+    if p < 2:
+        raise ValueError(f"measuring needs p >= 2 processes (a ping-pong takes two), got p={p}")
+    run = comm.run(_measure, p, transport="shm", timeout=timeout, args=(algorithms, sizes, pingpong_sizes, repeats))
+    got = run.values[0]
+    return Measurement("shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"])
+
+
+def mpiexec() -> str | None:
+    """The mpiexec next to this Python (pip's mpich puts it there), else the one on PATH, else None."""
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+
+
+def measure_mpi(
+    p: int,
+    algorithms: Sequence[str] = cost.ALGORITHMS,
+    sizes: Sequence[int] = SIZES,
+    pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
+    repeats: int = 10,
+    timeout: float = 300.0,
+) -> Measurement:
+    """The same measurements under ``mpiexec -n p`` (labkit's algorithms on `comm.from_mpi`)."""
+    launcher = mpiexec()
+    if launcher is None:
+        raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
+    with tempfile.TemporaryDirectory(prefix="labkit-measure-") as tmp:
+        out = Path(tmp) / "measure.json"
+        argv = [
+            launcher,
+            "-n",
+            str(p),
+            sys.executable,
+            "-m",
+            "labkit.measure",
+            "--json",
+            str(out),
+            "--algorithms",
+            *algorithms,
+            "--sizes",
+            *map(str, sizes),
+            "--pingpong",
+            *map(str, pingpong_sizes),
+            "--repeats",
+            str(repeats),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0 or not out.exists():
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RuntimeError(f"mpiexec -n {p} failed (exit {done.returncode}):\n{tail}")
+        got = json.loads(out.read_text())
+    return Measurement(
+        "mpi",
+        p,
+        {int(k): v for k, v in got["pingpong"].items()},
+        {int(k): v for k, v in got["exchange"].items()},
+        got["gamma"],
+        {(a, int(n)): t for a, n, t in got["allreduce"]},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Under mpiexec: measure on `comm.from_mpi` and let rank 0 write the JSON that `measure_mpi` reads."""
+    parser = argparse.ArgumentParser(description="labkit's MPI measuring worker (run by measure_mpi)")
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--algorithms", nargs="+", default=list(cost.ALGORITHMS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--pingpong", type=int, nargs="+", default=list(PINGPONG_SIZES))
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    c = comm.from_mpi(timeout=300)
+    got = _measure(c, args.algorithms, args.sizes, args.pingpong, args.repeats)
+    if c.rank == 0:
+        rows = [[a, n, t] for (a, n), t in got["allreduce"].items()]
+        Path(args.json).write_text(json.dumps(got | {"allreduce": rows}))
+
+
+if __name__ == "__main__":
+    main()
