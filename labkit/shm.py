@@ -1,20 +1,10 @@
 """The ``"shm"`` transport: real processes on one machine, exchanging arrays through shared memory; measured.
 
-Mailboxes. Each ordered pair of ranks (src, dst) has ``SLOTS`` slots; a slot holds one message. Its header
-(sequence number, tag, shape, dtype, label, send time) lives in one control block that every rank maps; its
-payload lives inline in the control block when it is at most ``INLINE`` bytes, else in a segment of the slot's own,
-which the sender grows on demand: it creates a segment of twice the size under a new generation number
-(``<prefix>_<src>_<dst>_<slot>_<gen>``) and unlinks the old one; the receiver attaches a generation the first time
-it sees it and keeps it mapped. The sender copies its array in once; the receiver reduces straight out of the slot
-(``recv_reduce``), copies it into an array it names (``recv_into``) or into a new one (``recv``), then frees the
-slot. Every counter has a single writer, so there are no locks for a dead process to hold. A send waits only while
-all ``SLOTS`` slots to that peer are full, so a ``sendrecv`` in which both ranks send first never deadlocks.
-
-Waiting spins on a counter for ``SPIN_S`` seconds (only when every rank has a core of its own), then yields the
-core for up to ``YIELD_S``, then sleeps a little longer each time, checking the run's abort flag and the timeout.
-A rank that raises records its error in the control block and raises the flag; the parent watches the processes
-and does the same for a rank that dies. Every other rank then raises `CommError` naming that rank, and `run_shm`
-raises it too, after reaping every process and unlinking every segment whose name starts with the run's prefix.
+`run_shm` starts one process a rank, each with a `labkit.shmcomm.ShmComm` over the run's shared memory (the
+mailboxes, and how a rank waits, are described there), collects what each rank returns, and watches for failures: a
+rank that raises records its error in the control block; a rank that dies is noticed here and recorded the same way.
+Every other rank then raises `CommError` naming that rank, and `run_shm` raises it too, after reaping every process
+and unlinking every segment whose name starts with the run's prefix.
 
 Ranks start from a fresh interpreter (forkserver: ~10 ms a rank once it runs; spawn where there is none), never by
 forking a parent that may hold TensorFlow. Linux and macOS (POSIX shared memory); not Windows.
@@ -26,382 +16,35 @@ import ctypes
 import itertools
 import multiprocessing as mp
 import os
-import pickle
-import platform
 import signal
-import struct
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing import connection, shared_memory
+from multiprocessing import connection
 from typing import Any
 
 import cloudpickle
-import numpy as np
 
-from labkit.comm import CommBase, CommError, Message, Run, check_op, expect_like
+from labkit.comm import CommError, Message, Run
+from labkit.shmcomm import (
+    _HEAD,
+    _STATE,
+    ABORTED,
+    DIED,
+    FAILED,
+    SLOTS,
+    ShmComm,
+    _Aborted,
+    _first_failure,
+    _Layout,
+    _record_failure,
+    _segment,
+    _unlink,
+)
 
-SLOTS = 4  # messages in flight per (src, dst) before a send waits; ps and ring need at most 2
-INLINE = 32 * 1024  # payloads this small stay in the control block: no segment to create or attach
-OBJ_BYTES = 64 * 1024  # room per rank for allgather_object's pickle (metadata, not arrays)
-ERR_BYTES = 4096  # room per rank for its error message
-MAXDIM = 8
-SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
 GRACE_S = 2.0  # after a failure, how long the other ranks get to notice and exit before they are terminated
-
-RUNNING, FAILED, ABORTED, DIED = 0, 1, 2, 3  # a rank's state in the control block
-_RANK_WORDS, _STATE, _BARRIER, _OBJGEN, _OBJLEN, _ERRLEN, _FAILED_AT = 8, 0, 1, 2, 3, 5, 6
-_SLOT_WORDS, _POSTED, _HEAD, _CONSUMED = 32, 0, 1, 24  # CONSUMED (the receiver's word) on a cache line of its own
-_PAIR_WORDS = 8 + SLOTS * _SLOT_WORDS  # word 0: messages sent on the pair so far
-_HEADER = struct.Struct(f"<5qdq16s{MAXDIM}q48s")  # seq tag nbytes gen seggen | start | ndim dtype shape label
-_TRACK = {"track": False} if sys.version_info >= (3, 13) else {}
 _RUNS = itertools.count()
-
-if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
-
-    def _fence() -> None:
-        """Nothing to do: x86 keeps stores in order and loads in order, which is all the mailboxes need."""
-
-else:  # release then acquire of a lock is a full barrier on weaker memory models (ARM, POWER)
-    _FENCE_LOCK = threading.Lock()
-    _FENCE_LOCK.acquire()
-
-    def _fence() -> None:
-        """Order the payload and header before the counter that publishes them."""
-        _FENCE_LOCK.release()
-        _FENCE_LOCK.acquire()
-
-
-class _Aborted(CommError):
-    """Raised on a rank because another rank failed first."""
-
-
-class _Layout:
-    """Where things are in the control block of a world of p ranks (word indices, byte offsets)."""
-
-    def __init__(self, p: int) -> None:
-        self.p, self.pairs = p, 8 + p * _RANK_WORDS  # word 0: the abort flag
-        self.err = (self.pairs + p * p * _PAIR_WORDS) * 8
-        self.obj = self.err + p * ERR_BYTES
-        self.inline = self.obj + 2 * p * OBJ_BYTES
-        self.size = self.inline + p * p * SLOTS * INLINE  # tmpfs gives pages on first touch: unused room is free
-
-    def rank(self, r: int) -> int:
-        return 8 + r * _RANK_WORDS
-
-    def slot(self, src: int, dst: int, k: int) -> int:
-        return self.pairs + (src * self.p + dst) * _PAIR_WORDS + 8 + k * _SLOT_WORDS
-
-    def sent(self, src: int, dst: int) -> int:
-        return self.pairs + (src * self.p + dst) * _PAIR_WORDS
-
-    def inline_at(self, src: int, dst: int, k: int) -> int:
-        return self.inline + ((src * self.p + dst) * SLOTS + k) * INLINE
-
-
-def _segment(name: str, size: int = 0) -> shared_memory.SharedMemory:
-    """Create (size > 0) or attach a segment; unlinked once, by its creator or by run_shm's clean-up."""
-    # Before Python 3.13 attaching registers the name with the resource tracker again; its registry is a set and
-    # the one unlink unregisters it, so nothing is reported as leaked.
-    return shared_memory.SharedMemory(name, create=size > 0, size=size, **_TRACK)
-
-
-def _unlink(name: str) -> None:
-    try:
-        seg = _segment(name)
-    except FileNotFoundError:
-        return
-    seg.close()
-    seg.unlink()
-
-
-def _as_array(x: Any) -> np.ndarray:
-    x = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if x.dtype.hasobject or x.dtype.fields is not None:
-        raise TypeError(f"shm sends plain numeric arrays, got {x.dtype}: use allgather_object for Python objects")
-    if x.ndim > MAXDIM:
-        raise ValueError(f"shm sends arrays of at most {MAXDIM} dimensions, got {x.ndim}: reshape it first")
-    return x
-
-
-class ShmComm(CommBase):
-    """One rank's end of the shared-memory mailboxes of a run (`run_shm` makes one in each rank's process)."""
-
-    def __init__(self, prefix: str, rank: int, size: int, timeout: float) -> None:
-        self.rank, self.size, self.timeout = rank, size, timeout
-        self.trace: list[tuple] = []  # (src, dst, nbytes, start, end, label) per message received
-        self._prefix, self._lay = prefix, _Layout(size)
-        self._ctl = _segment(prefix + "_ctl")
-        self._b = self._ctl.buf
-        self._q = self._b.cast("q")
-        self._sent, self._taken = [0] * size, [0] * size  # messages sent to / received from each peer
-        self._posted = [[0] * SLOTS for _ in range(size)]  # per peer and slot: messages written / read there
-        self._consumed = [[0] * SLOTS for _ in range(size)]
-        self._out: list[list[Any]] = [[None] * SLOTS for _ in range(size)]  # (gen, segment) the sender owns
-        self._in: list[list[Any]] = [[None] * SLOTS for _ in range(size)]  # (gen, segment) the receiver mapped
-        self._dtypes: dict[bytes, np.dtype] = {}
-        self._barriers = self._gathers = 0
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self._spin = SPIN_S if size <= cores else 0.0  # more ranks than cores: yield at once, the peer needs ours
-
-    def __repr__(self) -> str:
-        return f"ShmComm(rank={self.rank}, size={self.size}, pid={os.getpid()})"
-
-    # --- waiting and failing ------------------------------------------------------------------------------------
-
-    def _wait(self, ready: Callable[[], bool], what: str) -> None:
-        """Return once ready() holds; raise CommError if another rank failed or after `timeout` seconds."""
-        q, start = self._q, time.perf_counter()
-        nap = 20e-6
-        while True:
-            for _ in range(32):
-                if ready():
-                    return
-            if q[0]:
-                first = _first_failure(self._b, self._lay)
-                raise _Aborted(first[1] if first else "the run was stopped by the process that started it")
-            waited = time.perf_counter() - start
-            if waited > self.timeout:
-                raise CommError(
-                    f"rank {self.rank} waited {self.timeout:g} s for {what}: does that rank ever send it, or is it"
-                    " stuck? (pass a larger timeout= if its work really takes that long)"
-                )
-            if waited < self._spin:
-                continue
-            if waited < YIELD_S:
-                os.sched_yield()
-            else:
-                time.sleep(nap)
-                nap = min(2 * nap, MAX_SLEEP_S)
-
-    # --- point to point -----------------------------------------------------------------------------------------
-
-    def send(self, x: np.ndarray, dst: int, tag: int = 0, label: str = "") -> None:
-        """Copy x into a free slot of the mailbox to dst; waits only while all SLOTS slots to dst are full."""
-        x, dst, tag = _as_array(x), self._peer(dst, "dst"), _check_tag(tag)
-        lay, q, posted, me = self._lay, self._q, self._posted[dst], self.rank
-        slots = [lay.slot(me, dst, k) for k in range(SLOTS)]
-        free = [k for k in range(SLOTS) if q[slots[k] + _CONSUMED] == posted[k]]
-        if not free:
-            self._wait(
-                lambda: any(q[slots[k] + _CONSUMED] == posted[k] for k in range(SLOTS)),
-                f"rank {dst} to receive earlier messages (all {SLOTS} mailbox slots to it are full)",
-            )
-            free = [k for k in range(SLOTS) if q[slots[k] + _CONSUMED] == posted[k]]
-        _fence()  # the receiver has finished reading the slot before we overwrite it
-        k, s, n, start = free[0], slots[free[0]], x.nbytes, time.perf_counter()
-        gen, seg = self._out[dst][k] or (0, None)
-        if n <= INLINE:
-            buf, at, used = self._b, lay.inline_at(me, dst, k), 0
-        else:
-            if seg is None or seg.size < n:  # grow: a new generation twice as big; the receiver is done with the old
-                old, gen = seg, gen + 1
-                size = max(n, 2 * (old.size if old else 0))
-                _check_room(size)
-                seg = _segment(f"{self._prefix}_{me}_{dst}_{k}_{gen}", size)
-                q[s + _HEAD + 4] = gen  # before anything else, so that clean-up finds it even if we die now
-                self._out[dst][k] = (gen, seg)
-                if old is not None:
-                    old.close()
-                    old.unlink()
-            buf, at, used = seg.buf, 0, gen
-        if n:
-            np.copyto(np.ndarray(x.shape, x.dtype, buf, at), x, casting="no")
-        shape = (*x.shape, *(0,) * (MAXDIM - x.ndim))
-        head = (self._sent[dst], tag, n, used, gen, start, x.ndim, x.dtype.str.encode(), *shape, label.encode()[:48])
-        _HEADER.pack_into(self._b, (s + _HEAD) * 8, *head)
-        _fence()
-        posted[k] += 1
-        q[s + _POSTED] = posted[k]
-        self._sent[dst] += 1
-        q[lay.sent(me, dst)] = self._sent[dst]
-
-    def _take(self, src: int, tag: int, label: str) -> tuple[int, np.ndarray, tuple]:
-        """Wait for the oldest message from (src, tag); its slot and a view of its payload in shared memory."""
-        lay, q, consumed, me = self._lay, self._q, self._consumed[src], self.rank
-        sent_at, slots, seen = lay.sent(src, me), [lay.slot(src, me, k) for k in range(SLOTS)], self._taken[src]
-        while True:
-            sent = q[sent_at]
-            if sent > seen:
-                _fence()  # read the headers only after the count that published them
-                best = None
-                for k in range(SLOTS):  # messages from different sends may sit in any slot: take the oldest
-                    s = slots[k]
-                    if q[s + _POSTED] > consumed[k] and q[s + _HEAD + 1] == tag and q[s + _HEAD] < sent:
-                        if best is None or q[s + _HEAD] < q[slots[best] + _HEAD]:
-                            best = k
-                if best is not None:
-                    break
-                seen = sent  # only other tags so far
-            what = f"a message from rank {src} (tag {tag}{', ' + label if label else ''})"
-            self._wait(lambda seen=seen: q[sent_at] > seen, what)
-        s = slots[best]
-        _, _, n, gen, _, start, ndim, dtype, *rest = _HEADER.unpack_from(self._b, (s + _HEAD) * 8)
-        shape, sent_label = tuple(rest[:ndim]), rest[MAXDIM]
-        dt = self._dtypes.get(dtype) or self._dtypes.setdefault(dtype, np.dtype(dtype.rstrip(b"\0").decode()))
-        if gen == 0:
-            buf, at = self._b, lay.inline_at(src, me, best)
-        else:
-            mapped = self._in[src][best]
-            if mapped is None or mapped[0] != gen:  # the sender grew the slot: map the new generation
-                if mapped is not None:
-                    mapped[1].close()
-                mapped = self._in[src][best] = (gen, _segment(f"{self._prefix}_{src}_{me}_{best}_{gen}"))
-            buf, at = mapped[1].buf, 0
-        meta = (n, start, sent_label.rstrip(b"\0").decode("utf-8", "replace"))
-        return best, np.ndarray(shape, dt, buf, at), meta
-
-    def _release(self, src: int, k: int, meta: tuple) -> None:
-        """Hand slot k back to its sender and record the message."""
-        _fence()  # finish reading the payload before the sender may overwrite it
-        self._consumed[src][k] += 1
-        self._q[self._lay.slot(src, self.rank, k) + _CONSUMED] = self._consumed[src][k]
-        self._taken[src] += 1
-        n, start, label = meta
-        self.trace.append((src, self.rank, n, start, time.perf_counter(), label))
-
-    def recv(self, src: int, tag: int = 0, label: str = "") -> np.ndarray:
-        """A copy of the oldest message from (src, tag)."""
-        src = self._peer(src, "src")
-        k, view, meta = self._take(src, _check_tag(tag), label)
-        data = view.copy()
-        del view
-        self._release(src, k, meta)
-        return data
-
-    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
-        """out ← out op (the message from src), reduced straight out of the shared mailbox (no copy)."""
-        ufunc = check_op(op)
-        self._take_into(out, src, tag, label, lambda view: ufunc(out, view, out=out))
-
-    def recv_into(self, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
-        """out ← the message from src (same shape and dtype), copied straight out of the shared mailbox."""
-        self._take_into(out, src, tag, label, lambda view: np.copyto(out, view))
-
-    def _take_into(self, out: np.ndarray, src: int, tag: int, label: str, use: Callable[[np.ndarray], Any]) -> None:
-        src = self._peer(src, "src")
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a NumPy array to receive into, got {type(out).__name__}")
-        k, view, meta = self._take(src, _check_tag(tag), label)
-        expect_like(out, view, src, self.rank)
-        use(view)
-        del view
-        self._release(src, k, meta)
-
-    def sendrecv(self, x: np.ndarray, dst: int, src: int, tag: int = 0, label: str = "") -> np.ndarray:
-        """Send x to dst, then receive from src (the send never waits for dst, so this cannot deadlock)."""
-        self.send(x, dst, tag, label)
-        return self.recv(src, tag, label)
-
-    def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
-    ) -> None:
-        """Write x into dst's mailbox, then reduce what src wrote into ours: out ← out op it."""
-        check_op(op)
-        self.send(x, dst, tag, label)
-        self.recv_reduce(out, src, tag, op, label)
-
-    def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
-        """Write x into dst's mailbox, then copy what src wrote into ours straight into out."""
-        self.send(x, dst, tag, label)
-        self.recv_into(out, src, tag, label)
-
-    # --- metadata -----------------------------------------------------------------------------------------------
-
-    def barrier(self) -> None:
-        """Wait until every rank has called barrier as often as this one."""
-        self._barriers += 1
-        b, q, lay = self._barriers, self._q, self._lay
-        q[lay.rank(self.rank) + _BARRIER] = b
-        for r in range(self.size):
-            i = lay.rank(r) + _BARRIER
-            if q[i] < b:
-                self._wait(lambda i=i: q[i] >= b, f"rank {r} to reach barrier {b}")
-
-    def allgather_object(self, obj: Any) -> list[Any]:
-        """Every rank's obj, in rank order (small pickles through the control block; not in the trace)."""
-        g, q, lay = self._gathers, self._q, self._lay
-        try:
-            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            data = cloudpickle.dumps(obj)
-        if len(data) > OBJ_BYTES:
-            raise CommError(
-                f"allgather_object got {len(data)} pickled bytes on rank {self.rank}, more than {OBJ_BYTES}:"
-                " it exchanges small metadata; send arrays with send/recv or the collectives"
-            )
-        at = lay.obj + (2 * self.rank + g % 2) * OBJ_BYTES  # two buffers: a rank may be one call ahead, not two
-        self._b[at : at + len(data)] = data
-        q[lay.rank(self.rank) + _OBJLEN + g % 2] = len(data)
-        _fence()
-        q[lay.rank(self.rank) + _OBJGEN] = g + 1
-        values = []
-        for r in range(self.size):
-            i = lay.rank(r) + _OBJGEN
-            if q[i] <= g:
-                self._wait(lambda i=i: q[i] > g, f"rank {r} to call allgather_object (call {g + 1})")
-            _fence()
-            at = lay.obj + (2 * r + g % 2) * OBJ_BYTES
-            values.append(pickle.loads(self._b[at : at + q[lay.rank(r) + _OBJLEN + g % 2]]))
-        self._gathers = g + 1
-        return values
-
-    def close(self) -> None:
-        """Unmap every segment (unlinking is run_shm's job, after every rank is done reading)."""
-        for seg in [m[1] for row in self._out + self._in for m in row if m is not None] + [self._ctl]:
-            try:
-                seg.close()
-            except BufferError:  # an array still views it; the mapping goes when the process ends
-                pass
-        self._b = self._q = None  # type: ignore[assignment]
-
-
-def _check_room(nbytes: int) -> None:
-    """Raise CommError, naming the fix, if shared memory has no room for nbytes (else pages fail with SIGBUS)."""
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:  # no /dev/shm to ask (macOS): let the OS say
-        return
-    free = st.f_bavail * st.f_frsize
-    if free < nbytes:
-        raise CommError(
-            f"shared memory (/dev/shm) has {free / 2**20:.0f} MiB free, a mailbox needs {nbytes / 2**20:.0f} MiB:"
-            " send smaller arrays or give the machine more (e.g. docker run --shm-size=2g)"
-        )
-
-
-def _check_tag(tag: Any) -> int:
-    if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or tag < 0:
-        raise ValueError(f"tag must be a whole number >= 0, got {tag!r}")
-    return int(tag)
-
-
-def _first_failure(b: memoryview, lay: _Layout) -> tuple[int, str] | None:
-    """(rank, message) of the rank that failed or died first, by the time it was recorded; None if none did."""
-    q, d = b.cast("q"), b.cast("d")
-    failed = [r for r in range(lay.p) if q[lay.rank(r) + _STATE] in (FAILED, DIED)]
-    first = min(failed, key=lambda r: d[lay.rank(r) + _FAILED_AT], default=None)
-    message = None if first is None else bytes(b[lay.err + first * ERR_BYTES :][: q[lay.rank(first) + _ERRLEN]])
-    q.release()
-    d.release()
-    return None if first is None else (first, message.decode("utf-8", "replace"))
-
-
-def _record_failure(b: memoryview, lay: _Layout, rank: int, message: str, state: int) -> None:
-    """Write rank's error and state into the control block, then raise the abort flag."""
-    q, d, data = b.cast("q"), b.cast("d"), message.encode("utf-8", "replace")[:ERR_BYTES]
-    b[lay.err + rank * ERR_BYTES : lay.err + rank * ERR_BYTES + len(data)] = data
-    q[lay.rank(rank) + _ERRLEN] = len(data)
-    d[lay.rank(rank) + _FAILED_AT] = time.perf_counter()
-    _fence()
-    q[lay.rank(rank) + _STATE] = state
-    _fence()
-    q[0] = 1
-    q.release()
-    d.release()
-
 
 # --- the processes ------------------------------------------------------------------------------------------------
 
