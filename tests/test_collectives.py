@@ -51,8 +51,6 @@ def run_all(transport, p, calls):
 
         return [getattr(collectives, name)(xs[c.rank], c, **kwargs) for name, kwargs, xs in calls]
 
-    if transport == "shm":
-        pytest.importorskip("labkit.shm", reason="labkit/shm.py is not written yet")
     return comm.run(rank_main, p, transport=transport, args=(calls,)).values
 
 
@@ -113,7 +111,7 @@ def test_other_collectives_match_reference_on_sim(p):
     check(run_all("sim", p, calls), expected, per_rank=True)
 
 
-@pytest.mark.parametrize("p", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("p", range(1, 10))
 def test_every_collective_matches_reference_on_shm(p):  # one world per p: starting processes is slow
     calls, expected = allreduce_calls(p, [("int32", "sum"), ("float64", "max")])
     more_calls, more_expected = other_calls(p)
