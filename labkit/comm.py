@@ -39,11 +39,16 @@ class Message:
 
 @dataclass
 class Run:
-    """What `run` returns: each rank's return value, every message sent, and the time in seconds."""
+    """What `run` returns: each rank's return value, every message sent, and the time in seconds.
+
+    ``compute`` lists the modelled compute spans that ranks declared with ``comm.compute`` (sim only):
+    ``(rank, start, end, label)``, so a timeline can show work beside messages.
+    """
 
     values: list[Any]
     trace: list[Message] = field(default_factory=list)
     time: float = 0.0
+    compute: list[tuple[int, float, float, str]] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -117,6 +122,10 @@ class CommBase:
         if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or tag < 0:
             raise ValueError(f"tag must be a whole number >= 0, got {tag!r}")
         return int(tag)
+
+    def compute(self, seconds: float, label: str = "") -> None:
+        """Declare that this rank computes for ``seconds``: the sim advances its clock; real transports, which
+        spend the real time computing, ignore it."""
 
     def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
         """out ← out op (the array received from src)."""

@@ -14,6 +14,7 @@ c = α + nβ.
   where the closed forms of `labkit.cost` are exact.)
 - ``recv_reduce`` / ``sendrecv_reduce`` of n bytes then add nγ to the rank's clock.
 - ``barrier`` and ``allgather_object`` only exchange metadata: no message, no modelled time.
+- ``compute(seconds)`` models work: the rank's clock moves on by that much (and the span goes to ``Run.compute``).
 
 The rules depend only on each rank's program order, never on how the threads interleave, so the same run gives
 the same trace and time every time. ``run.time`` is the largest rank clock; a message that is never received is not
@@ -56,6 +57,7 @@ class _World:
         self.mail: dict[tuple[int, int, int], deque] = defaultdict(deque)  # (dst, src, tag) -> FIFO of envelopes
         self.sent = [0] * size  # per-sender sequence number: a deterministic tie-break for sorting the trace
         self.trace: list[tuple] = []
+        self.computed: list[tuple[int, float, float, str]] = []  # (rank, start, end, label) of comm.compute
         self.gathers: dict[int, list] = {}  # k-th allgather_object call -> one slot per rank
         self.gather_reads: dict[int, int] = defaultdict(int)  # how many ranks have taken the k-th call's result
         self.gather_calls = [0] * size
@@ -206,6 +208,16 @@ class SimComm(CommBase):
         self.send(x, dst, tag, label)
         self.recv_reduce(out, src, tag, op, label)
 
+    def compute(self, seconds: float, label: str = "") -> None:
+        """Model ``seconds`` of work on this rank: its clock moves on, and the span is kept in ``Run.compute``."""
+        if not seconds >= 0:
+            raise ValueError(f"compute time must be >= 0 seconds, got {seconds!r}")
+        w, r = self._world, self.rank
+        with w.cond:
+            start = w.clock[r]
+            w.clock[r] = start + float(seconds)
+            w.computed.append((r, start, w.clock[r], label))
+
     def barrier(self) -> None:
         """Wait until every rank has called barrier (metadata only: no modelled time)."""
         self.allgather_object(None)
@@ -291,4 +303,5 @@ def run_sim(
         Message(src, dst, nbytes, start, end, label, payload)
         for start, end, src, dst, _, nbytes, label, payload in sorted(world.trace, key=lambda m: m[:5])
     ]
-    return Run(values=world.values, trace=trace, time=max(world.clock))
+    computed = sorted(world.computed, key=lambda c: (c[1], c[0]))
+    return Run(values=world.values, trace=trace, time=max(world.clock), compute=computed)

@@ -281,3 +281,22 @@ def test_a_received_array_unlike_the_buffer_is_named():
 def test_link_must_be_a_link():
     with pytest.raises(TypeError, match="labkit.cost.Link"):
         comm.run(lambda c: None, 2, link=(1e-6, 1e-9))
+
+
+def test_compute_advances_the_clock_and_delays_what_follows():
+    link = cost.Link(alpha=1e-6, beta=0.0)
+
+    def fn(c):
+        if c.rank == 0:
+            c.compute(5e-6, label="forward")
+            c.send(np.zeros(1), 1)
+        else:
+            c.recv(0)
+
+    run = comm.run(fn, 2, link=link)
+    assert run.compute == [(0, 0.0, 5e-6, "forward")]
+    (m,) = run.trace
+    assert m.start == pytest.approx(5e-6) and m.end == pytest.approx(6e-6)
+    assert run.time == pytest.approx(6e-6)
+    with pytest.raises(comm.CommError, match="compute time must be >= 0"):
+        comm.run(lambda c: c.compute(-1.0), 1)
