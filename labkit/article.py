@@ -1,0 +1,428 @@
+"""The article's code, kept verbatim for study, the helpers that run it and say what goes wrong, and the repair.
+
+`SECTION3_CODE` and `SECTION4_CODE` are quoted from the article (sections 3 and 4) so that chapter 4 can run them as
+written. Nothing here imports them as a program: `run_snippet` execs a piece in a namespace and returns an
+`Outcome` (the exception's type and first line) instead of a traceback. The article's process pool is replaced by
+`StandInPool`, which runs each task in this process on pickled copies of its arguments, as a process pool does:
+TensorFlow must never be forked, and spawning processes costs seconds (`copies_in_processes` does it once, for real).
+Keras 3 models and optimisers do pickle (through Keras's saving library); what a worker receives is a copy.
+
+The repair is `simple_data_parallel_step`, the simple teaching version of data-parallel SGD (the full trainer is
+`labkit.train`). Importing this module imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+import pickle
+import warnings
+from collections import namedtuple
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from labkit import collectives, comm, import_tensorflow, models
+from labkit.comm import Comm
+
+tf = import_tensorflow()
+import keras  # noqa: E402  (after TensorFlow, as in labkit.models)
+
+# Quoted from the article, section 3 (核心算法原理…), for study: it does not run, and chapter 4 shows why.
+SECTION3_CODE = """\
+import tensorflow as tf
+from tensorflow import keras
+import concurrent.futures
+
+# 构建模型
+model = keras.Sequential([
+    keras.layers.Dense(100, input_dim=784),
+    keras.layers.Dense(100, activation='relu'),
+    keras.layers.Dense(10, activation='softmax')
+])
+
+# 定义损失函数和优化器
+loss_fn = tf.keras.losses.CategoricalCrossentropy()
+optimizer = tf.keras.optimizers.Adam()
+
+# 构建分布式环境下训练函数
+def distributed_train(data, model, batch_size):
+    train_indices = range(len(data))
+    train_shuffle = tf.keras.utils.shuffle(train_indices)
+    batched_indices = [train_shuffle[i:i + batch_size] for i in range(0, len(train_indices), batch_size)]
+
+    with concurrent.futures.ProcessPoolExecutor(max_workers=4) as pool:
+        futures = []
+        for batch_index in batched_indices:
+            batch_data = data[batch_index]
+            batch_labels = data[train_indices[batch_index::batch_size]]
+
+            futures.append(pool.submit(distributed_compute, batch_data, batch_labels, model))
+
+        results = list(concurrent.futures.as_completed(futures))
+        for future in results:
+            training_step = future.result()
+            print("Step {}: Loss = {}, Gradients = {}".format(training_step.global_step, training_step.loss, training_step.gradients))
+
+def distributed_compute(batch_data, batch_labels, model):
+    with tf.GradientTape() as tape:
+        with tf.device("/cpu:0"):
+            logits = model.predict(batch_data)
+            loss = loss_fn(batch_labels, logits)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return training_step.result().numpy()
+
+# 加载数据集
+data = ...  # 数据集合
+batch_size = 64
+
+# 启动分布式环境下的训练函数
+with concurrent.futures.ProcessPoolExecutor(max_workers=4) as pool:
+    distributed_train(data, model, batch_size)
+"""  # noqa: E501  (verbatim)
+
+# Quoted from the article, section 4 (具体代码实例和详细解释说明), for study; the article breaks off mid-line.
+SECTION4_CODE = """\
+import tensorflow as tf
+from tensorflow import keras
+import concurrent.futures
+
+# 加载数据集
+mnist = tf.keras.datasets.mnist
+(x_train, y_train), (x_test, y_test) = mnist.load_data()
+
+# 对数据进行预处理
+x_train = x_train / 255.0
+x_test = x_test / 255.0
+x_train = tf.keras.preprocessing.image.resize
+"""
+
+
+#: The article's cross-entropy, computed from integer labels (labkit.data's) instead of one-hot vectors; the mean over
+#: the examples it is given, as every Keras loss.
+LOSS = keras.losses.SparseCategoricalCrossentropy()
+
+
+@dataclass
+class Outcome:
+    """How running a piece of code ended: ``ok``, or the exception's type and the first line of its message."""
+
+    ok: bool
+    error_type: str | None = None
+    message: str = ""
+    stdout: str = ""  # what the code printed
+    warnings: list[str] = field(default_factory=list)  # "Category: first line" of each warning it raised
+
+    def __str__(self) -> str:
+        return "ran to the end without an error" if self.ok else f"{self.error_type}: {self.message}"
+
+
+def first_line(text: str, limit: int = 100) -> str:
+    """The first line of a message, cut to ``limit`` characters (Keras puts whole tensors into some messages)."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def run_snippet(code: str, namespace: dict) -> Outcome:
+    """Exec ``code`` in ``namespace`` (which keeps what it defines) and report how it ended, never raising."""
+    out = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
+        warnings.simplefilter("always")
+        try:
+            exec(compile(code, "<the article>", "exec"), namespace)
+            error = None
+        except Exception as e:  # the point is to see it fail: report, do not raise
+            error = e
+    seen = []  # what a reader would be warned of: not the deprecation notices libraries raise inside each other
+    for w in caught:
+        line = f"{w.category.__name__}: {first_line(w.message)}"
+        if not issubclass(w.category, DeprecationWarning | PendingDeprecationWarning) and line not in seen:
+            seen.append(line)
+    if error is None:
+        return Outcome(True, stdout=out.getvalue(), warnings=seen)
+    return Outcome(False, type(error).__name__, first_line(error), out.getvalue(), seen)
+
+
+def count_changed(before: list[np.ndarray], after: list[np.ndarray]) -> int:
+    """How many numbers differ between two lists of weight arrays (a model's ``get_weights()``, then and now)."""
+    return sum(int(np.sum(a != b)) for a, b in zip(before, after, strict=True))
+
+
+def pieces(code: str = SECTION3_CODE) -> dict[str, str]:
+    """The article's code cut at its own comment headings (``# 构建模型`` …): heading → the lines under it."""
+    parts: dict[str, list[str]] = {"imports": []}
+    heading = "imports"
+    for line in code.splitlines():
+        if line.startswith("# "):
+            heading = line[2:].strip()
+            parts[heading] = []
+        parts[heading].append(line)
+    return {k: "\n".join(v).strip() + "\n" for k, v in parts.items()}
+
+
+# --- running the article's program, one fix at a time -----------------------------------------------------------
+
+Fix = namedtuple("Fix", "defect old new")
+
+#: One-line repairs, in the order the program meets its failures; `run_article(fixes=k)` applies the first k.
+FIXES = (
+    Fix("no data set", "data = ...  # 数据集合", "data = x_train  # labkit: MNIST images, flattened"),
+    Fix(
+        "tf.keras.utils.shuffle does not exist",
+        "tf.keras.utils.shuffle(train_indices)",
+        "np.random.permutation(train_indices)",
+    ),
+    Fix("labels taken from the data", "data[train_indices[batch_index::batch_size]]", "labels[batch_index]"),
+    Fix("model.predict inside GradientTape", "model.predict(batch_data)", "model(batch_data, training=True)"),
+    Fix(
+        "training_step is undefined",
+        "return training_step.result().numpy()",
+        "return StepResult(int(optimizer.iterations), float(loss), len(grads))",
+    ),
+    Fix(
+        "the global optimiser meets a new model copy in every task",
+        "    optimizer.apply_gradients(",
+        "    optimizer = tf.keras.optimizers.Adam()\n    optimizer.apply_gradients(",
+    ),
+)
+StepResult = namedtuple("StepResult", "global_step loss gradients")
+
+
+def apply_fixes(code: str, fixes) -> str:
+    """``code`` with each fix's old text (which must occur exactly once) replaced by its new text."""
+    for fix in fixes:
+        if code.count(fix.old) != 1:
+            raise ValueError(f"{fix.old!r} occurs {code.count(fix.old)} times in the code, not once")
+        code = code.replace(fix.old, fix.new)
+    return code
+
+
+class StandInPool:
+    """Stands in for ``ProcessPoolExecutor``: each task runs here, at submit, on pickled copies of its arguments.
+
+    That is what a process pool does to arguments (the worker gets copies, the caller's objects never change),
+    without forking TensorFlow. ``StandInPool.log`` holds, for each pool opened, how many tasks it was given.
+    """
+
+    log: list[int] = []
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.index = len(StandInPool.log)
+        StandInPool.log.append(0)
+
+    def __enter__(self) -> StandInPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        StandInPool.log[self.index] += 1
+        future: Future = Future()
+        try:
+            future.set_result(fn(*pickle.loads(pickle.dumps(args))))  # copies, as on their way to a process
+        except Exception as e:
+            future.set_exception(e)
+        return future
+
+
+@dataclass
+class ArticleRun:
+    """One run of the article's program: how it ended, what it printed, its pools, and the parent's model."""
+
+    outcome: Outcome
+    pools: list[int]  # tasks given to each pool opened, in the order they were opened
+    weights_changed: int | None  # how many of the parent model's numbers changed (None: no model was built)
+    weights_total: int | None
+
+
+def run_article(x: np.ndarray, y: np.ndarray, fixes: int = 0, seed: int = 0) -> ArticleRun:
+    """Run the article's section 3 program on images ``x`` (n, 784) and integer labels ``y``, with the first
+    ``fixes`` of `FIXES` applied; from one fix on, its process pool is `StandInPool`. Seeds Keras with ``seed``.
+    """
+    keras.utils.set_random_seed(seed)
+    code = apply_fixes(SECTION3_CODE, FIXES[:fixes])
+    namespace = {"x_train": x, "labels": keras.utils.to_categorical(y, 10), "np": np, "StepResult": StepResult}
+    StandInPool.log = []
+    if fixes:
+        code = code.replace("import concurrent.futures", "import concurrent.futures as _real  # not used", 1)
+        namespace["concurrent"] = SimpleNamespace(
+            futures=SimpleNamespace(ProcessPoolExecutor=StandInPool, as_completed=list)
+        )
+    parts = list(pieces(code).values())
+    setup = run_snippet("".join(parts[:3]), namespace)  # imports, the model, its loss and optimiser
+    before = [w.copy() for w in namespace["model"].get_weights()] if "model" in namespace else None
+    outcome = run_snippet("".join(parts[3:]), namespace) if setup.ok else setup
+    outcome.warnings = setup.warnings + outcome.warnings
+    if before is None:
+        return ArticleRun(outcome, list(StandInPool.log), None, None)
+    after = namespace["model"].get_weights()
+    return ArticleRun(outcome, list(StandInPool.log), count_changed(before, after), sum(a.size for a in after))
+
+
+# --- each defect on its own ----------------------------------------------------------------------------------
+
+
+def predict_records_no_gradient(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, tuple[Any, Any]]:
+    """Variable path → (gradient with ``model.predict`` in the tape, with ``model(x)``): None, or the gradient."""
+    found = []
+    for forward in (lambda: model.predict(x, verbose=0), lambda: model(x, training=True)):
+        with tf.GradientTape() as tape:
+            loss = LOSS(y, forward())
+        found.append(tape.gradient(loss, model.trainable_variables))
+    return {v.path: (a, b) for v, a, b in zip(model.trainable_variables, *found, strict=True)}
+
+
+def label_slice(n: int = 256, batch_size: int = 64, batch_number: int = 1) -> dict[str, Any]:
+    """What ``data[train_indices[batch_index::batch_size]]`` selects: as written, and read with a batch number."""
+    batch_index = np.random.default_rng(0).permutation(n)[:batch_size]  # one batch of indices, as the article has it
+    scope = {"train_indices": range(n), "batch_index": batch_index, "batch_size": batch_size}
+    as_written = run_snippet("train_indices[batch_index::batch_size]", scope)
+    return {"as_written": as_written, "rows": list(range(n)[batch_number::batch_size]), "batch_size": batch_size}
+
+
+def pickle_report(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> list[tuple[str, Outcome, int]]:
+    """(what, how pickling it ended, bytes) for the model and the optimiser, as a process pool would pickle them."""
+    rows = []
+    for what, obj in (("model", model), ("optimizer", optimizer)):
+        scope = {"pickle": pickle, "obj": obj}
+        outcome = run_snippet("blob = pickle.dumps(obj)\ncopy = pickle.loads(blob)", scope)
+        rows.append((what, outcome, len(scope.get("blob", b""))))
+    return rows
+
+
+def _train_copy(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: int) -> tuple[int, int]:
+    """In a worker process: train the copy it was sent; return (its process id, how many of its numbers changed)."""
+    before = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy())
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return os.getpid(), count_changed(before, model.get_weights())
+
+
+def copies_in_processes(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    tasks: int = 4,
+    workers: int = 2,
+    steps: int = 3,
+    start_method: str = "spawn",
+) -> tuple[list[tuple[int, int]], int]:
+    """Send ``model`` to a real process pool (never forked) with a shard per task; return ([(pid, numbers changed in
+    that task's copy)], numbers changed in ``model``). Starting the processes takes seconds: each imports TensorFlow.
+    From a script, call it under ``if __name__ == "__main__":`` (a spawned worker imports the script).
+    """
+    if start_method == "fork":
+        raise ValueError(
+            "never fork a process that has TensorFlow loaded (its thread pools hang the child): "
+            "use start_method='spawn' or 'forkserver'"
+        )
+    before = [w.copy() for w in model.get_weights()]
+    context = multiprocessing.get_context(start_method)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_train_copy, model, x[k::tasks], y[k::tasks], steps) for k in range(tasks)]
+        results = [f.result() for f in futures]
+    return results, count_changed(before, model.get_weights())
+
+
+# --- the repair: data-parallel SGD -----------------------------------------------------------------------------
+
+
+def simple_data_parallel_step(
+    model: keras.Model, optimizer, x_shard, y_shard, comm: Comm, algorithm: str = "ring"
+) -> float:
+    """One step of data-parallel SGD, simple teaching version: g = (1/p) Σ_r ∇L_r, the same update on every rank.
+
+    Each rank computes the mean gradient of its own shard with the model *called* under a GradientTape, packs it into
+    one flat vector, all-reduces it, divides by p and applies it. Shards must be of equal size: then the mean of the
+    p shard means is the mean over the combined batch. Returns this rank's shard loss.
+    """
+    sizes = comm.allgather_object(len(x_shard))  # metadata only: free on "sim", not a message
+    if len(set(sizes)) > 1:
+        raise ValueError(f"shard sizes differ between ranks {sizes}: split the global batch into equal shards")
+    with tf.GradientTape() as tape:
+        loss = LOSS(y_shard, model(x_shard, training=True))  # called, not predict(): the tape records every op
+    grads = tape.gradient(loss, model.trainable_variables)
+    flat = np.concatenate([g.numpy().ravel() for g in grads])  # one vector: one all-reduce, not one per variable
+    mean = collectives.allreduce(flat, comm, algorithm=algorithm) / comm.size
+    ends = np.cumsum([0] + [int(np.prod(g.shape)) for g in grads])
+    mean_grads = [mean[a:b].reshape(g.shape) for a, b, g in zip(ends[:-1], ends[1:], grads, strict=True)]
+    optimizer.apply_gradients(zip(mean_grads, model.trainable_variables, strict=True))
+    return float(loss)
+
+
+def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> keras.optimizers.Optimizer:
+    """A fresh optimiser: ``"adam"`` (the article's) or ``"sgd"`` (θ ← θ − η g)."""
+    if name not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+    return keras.optimizers.Adam(learning_rate) if name == "adam" else keras.optimizers.SGD(learning_rate)
+
+
+def batches(n: int, batch_size: int, steps: int, seed: int = 0) -> list[np.ndarray]:
+    """Index arrays of ``steps`` global batches: a fresh seeded permutation per epoch, the short tail dropped."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < steps:
+        order = rng.permutation(n)
+        out += [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    return out[:steps]
+
+
+@dataclass
+class SimTraining:
+    """What `train_on_sim` returns: every rank's replica, the loss of each step, and the simulator's `Run`."""
+
+    replicas: list[keras.Model]
+    loss: np.ndarray  # per step: the mean of the p shard losses = the loss on the global batch
+    run: comm.Run
+
+
+def train_on_sim(
+    x,
+    y,
+    p: int = 4,
+    steps: int = 100,
+    batch_size: int = 64,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    algorithm: str = "ring",
+) -> SimTraining:
+    """Train the article's MLP on p simulated ranks in this process: each rank its own replica (same seed, so the
+    same weights), the same global batches, its 1/p of each batch, and `simple_data_parallel_step`.
+    """
+    if batch_size % p:
+        raise ValueError(f"batch_size {batch_size} does not split into {p} equal shards: use a multiple of {p}")
+    replicas = [models.article_mlp(seed=seed) for _ in range(p)]
+    optimizers = [make_optimizer(optimizer, learning_rate) for _ in range(p)]
+    plan = batches(len(x), batch_size, steps, seed)
+
+    def worker(c: Comm) -> list[float]:
+        model, opt, losses = replicas[c.rank], optimizers[c.rank], []
+        for idx in plan:
+            shard = np.array_split(idx, c.size)[c.rank]
+            losses.append(simple_data_parallel_step(model, opt, x[shard], y[shard], c, algorithm))
+        return losses
+
+    run = comm.run(worker, p, transport="sim", timeout=60 + steps)  # the sim's timeout bounds the whole run
+    return SimTraining(replicas, np.mean(run.values, axis=0), run)
+
+
+def train_one_worker(
+    x, y, steps: int = 100, batch_size: int = 64, optimizer: str = "adam", learning_rate: float = 1e-3, seed: int = 0
+) -> tuple[keras.Model, np.ndarray]:
+    """The reference: one worker, plain GradientTape SGD on the same global batches; (model, loss per step)."""
+    model, opt, losses = models.article_mlp(seed=seed), make_optimizer(optimizer, learning_rate), []
+    for idx in batches(len(x), batch_size, steps, seed):
+        with tf.GradientTape() as tape:
+            loss = LOSS(y[idx], model(x[idx], training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        losses.append(float(loss))
+    return model, np.array(losses)
