@@ -176,6 +176,7 @@ class Replica:
         )
 
     def set_weights_vector(self, flat: np.ndarray) -> None:
+        """Load every weight from one flat vector (the inverse of `weights_vector`)."""
         bounds = np.cumsum([0] + [w.size for w in self.model.get_weights()])
         shapes = [w.shape for w in self.model.get_weights()]
         self.model.set_weights([flat[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes, strict=True)])
