@@ -1,0 +1,211 @@
+"""Serving the article's MLP (784 → 100 → 100 → 10) three ways — data-parallel replicas, tensor parallelism
+(Megatron pairs), a GPipe pipeline — on "shm" and MPI, for batches of 1 to 1,024, beside the α-β prediction.
+
+    python benchmarks/inference.py                   # p = 2 and 4, 3 rounds (a few minutes)
+    python benchmarks/inference.py --quick           # p = 2, 1 round, fewer repeats (about a minute)
+    python benchmarks/inference.py --wait-idle 300   # first wait for a quiet machine
+
+Every time is `labkit.serving.measure_serving`'s: a barrier, the batch on every rank, a barrier (a batch is done when
+every rank is), the slowest rank's time less an empty barrier's, the median over repeats after a warm-up
+(`labkit.measure.timed`); each rank is a process with one BLAS thread. A round measures everything once;
+each row keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
+`serving.predict_time` on two fitted models: the device (`serving.fit_device`, from one rank's times for every
+batch size) and the link (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by
+`labkit.measure`, so that α includes what a collective costs in Python beyond one message; the pipeline's single
+messages on the ping-pong link measured beside it).
+The weights are random with the article's shapes and activations (times do not depend on their values). Writes
+benchmarks/results/inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from labkit import cost, measure, serving  # noqa: E402
+from labkit import tensor_parallel as tp  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCHEMES = ("data", "tensor", "pipeline")
+GOAL = 0.25  # the prediction within 25 % of the measured time, for batches of 64 and more
+RING_SIZES = (1 << 12, 1 << 16, 1 << 20, 1 << 22)  # 4 kB … 4 MB: around inference's all-reduces (400 B … 400 kB)
+
+
+def article_layers(seed: int = 0) -> list[tp.Dense]:
+    """The article's MLP as NumPy layers, Glorot-uniform weights and zero biases (as Keras initialises them)."""
+    rng = np.random.default_rng(seed)
+    shapes = [("dense_1", 784, 100, "linear"), ("dense_2", 100, 100, "relu"), ("softmax", 100, 10, "softmax")]
+    layers = []
+    for name, n_in, n_out, activation in shapes:
+        limit = np.sqrt(6 / (n_in + n_out))
+        kernel = rng.uniform(-limit, limit, size=(n_in, n_out)).astype(np.float32)
+        layers.append(tp.Dense(kernel, np.zeros(n_out, np.float32), activation, name))
+    return layers
+
+
+def wait_idle(seconds: float, below: float = 0.3) -> None:
+    """Wait (up to ``seconds``) until the 1-minute load average drops below ``below``: other work skews every time."""
+    deadline = time.monotonic() + seconds
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine (load average {os.getloadavg()[0]:.2f}) …", flush=True)
+        time.sleep(15)
+
+
+def best(old: dict, new: dict) -> dict:
+    """Each key's smallest time over the rounds so far."""
+    return {k: min(t, old.get(k, np.inf)) for k, t in new.items()}
+
+
+def measure_all(args) -> dict:
+    """Every round: one rank (the device), then each transport and p (its link, then the three schemes)."""
+    layers, x = article_layers(), np.random.default_rng(1).random((max(args.batches), 784), dtype=np.float32)
+    reference = tp.forward(x, layers)
+    repeats = 5 if args.quick else None
+    single, times, ring, pingpong = {}, {}, {}, {}
+    for k in range(args.rounds):
+        print(f"round {k + 1}/{args.rounds}: one rank", flush=True)
+        one = serving.measure_serving(layers, 1, x, ("single",), args.batches, repeats=repeats)
+        single = best(single, one.times)
+        for transport in args.transports:
+            for p in args.p:
+                key = (transport, p)
+                print(f"round {k + 1}/{args.rounds}: {transport}, p = {p}", flush=True)
+                fit = (measure.measure_shm if transport == "shm" else measure.measure_mpi)(
+                    p, algorithms=("ring",), sizes=RING_SIZES, repeats=5 if args.quick else 20
+                )
+                ring[key], pingpong[key] = (
+                    best(ring.get(key, {}), fit.allreduce),
+                    best(pingpong.get(key, {}), fit.pingpong),
+                )
+                schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)]
+                got = serving.measure_serving(layers, p, x, schemes, args.batches, transport, repeats=repeats)
+                for (scheme, b), out in got.outputs.items():  # a fast wrong answer is no answer
+                    assert np.allclose(out, reference[:b], atol=1e-5), (transport, p, scheme, b)
+                times[key] = best(times.get(key, {}), got.times)
+    device = serving.fit_device(serving.Measured("shm", 1, single, {}), layers)
+    links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
+    for (transport, p), ring_times in ring.items():
+        m = measure.Measurement(transport, p, pingpong[(transport, p)], allreduce=ring_times)
+        links[(transport, p)] = (serving.fit_ring_link(m), m.link("pingpong", with_gamma=False))
+    return {"layers": layers, "single": single, "times": times, "device": device, "links": links}
+
+
+def _ms(t: float) -> str:
+    return f"{t * 1e3:.3f}"
+
+
+def oversubscribed(times: dict, batch: int) -> list[str]:
+    """Lines comparing the replicas' largest batch on more ranks than cores with as many ranks as cores."""
+    cores, lines = os.cpu_count() or 1, []
+    for (transport, p), got in sorted(times.items()):
+        fitting = times.get((transport, cores), {}).get(("data", batch))
+        if p > cores and fitting and ("data", batch) in got:
+            lines.append(
+                f"- {transport}: {p} replicas take {_ms(got[('data', batch)])} ms for B = {batch}, {cores} take "
+                f"{_ms(fitting)} ms: with {cores} cores, more replicas only take turns (the model assumes a core each)."
+            )
+    return ["More ranks than cores:", "", *lines, ""] if lines else []
+
+
+def report(found: dict, args, info: dict) -> str:
+    """The markdown: machine, fitted numbers, goals, then one table per transport and p."""
+    layers, device = found["layers"], found["device"]
+    lines = [
+        "# Inference benchmark: the article's MLP served three ways",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy "
+        f"{np.__version__}; run {time.strftime('%Y-%m-%d %H:%M')} as `python benchmarks/inference.py "
+        f"{' '.join(sys.argv[1:])}` ({args.rounds} round(s); each row keeps its best median).",
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in info['load'][0])}; after: "
+        f"{', '.join(f'{v:.2f}' for v in info['load'][1])} (other work on the machine skews every time).",
+        "",
+        f"**This machine has {os.cpu_count()} cores: at most {os.cpu_count()} ranks run at once.** With more ranks "
+        "than cores the ranks take turns on the cores, which neither the α-β model nor `Device` describes: those rows "
+        "show what oversubscription costs, not what as many devices would do.",
+        "",
+        f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
+        f"{device.overhead * 1e6:.2f} µs per layer call. Links fitted to labkit's ring all-reduce of 4 kB to "
+        "4 MB (`serving.fit_ring_link`; collectives) and to a ping-pong of 1 kB to 4 MB (the pipeline's messages), "
+        "each size's best time over the rounds:",
+        "",
+    ]
+    chosen = found["links"]
+    for key, (ring, p2p) in sorted(chosen.items()):
+        lines.append(f"- {key[0]}, p = {key[1]}: ring {ring}; ping-pong {p2p}")
+    rows, goal_lines = [], []
+    for (transport, p), times in sorted(found["times"].items()):
+        (link, p2p), met = chosen[(transport, p)], []
+        for (scheme, b), t in sorted(times.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
+            one = found["single"][("single", b)]
+            predicted = serving.predict_time(scheme, b, layers, p, link, device, p2p=p2p)
+            error = (predicted - t) / t
+            if b >= 64:
+                met.append((scheme, b, abs(error) <= GOAL))
+            rows.append((transport, p, scheme, b, t, b / t, one / t, predicted, error))
+        hits = sum(ok for *_, ok in met)
+        misses = ", ".join(f"{s} B={b}" for s, b, ok in met if not ok) or "none"
+        goal_lines.append(
+            f"- {transport}, p = {p}: {hits} of {len(met)} rows with B ≥ 64 within ±25 % (missed: {misses})"
+        )
+    lines += ["", "## Goal: the α-β prediction within 25 % for batches ≥ 64", "", *goal_lines, ""]
+    lines += oversubscribed(found["times"], max(args.batches))
+    lines += [
+        "Columns: latency = median of the slowest rank's time for one batch; throughput = batch / latency;",
+        "speed-up = one rank's latency for the same batch / this latency; model = `serving.predict_time` on the fitted",
+        "device and link; error = (model − measured) / measured.",
+        "",
+        "One rank (the reference: the whole model, one process, one BLAS thread):",
+        "",
+        "| batch | latency (ms) | throughput (req/s) | model (ms) | error |",
+        "|--:|--:|--:|--:|--:|",
+    ]
+    for (_, b), t in sorted(found["single"].items(), key=lambda kv: kv[0][1]):
+        predicted = serving.predict_time("single", b, layers, 1, cost.Link(0, 0), device)  # no messages
+        lines.append(f"| {b} | {_ms(t)} | {b / t:,.0f} | {_ms(predicted)} | {(predicted - t) / t:+.0%} |")
+    for transport, p in sorted(found["times"]):
+        lines += ["", f"## {transport}, p = {p}", ""]
+        lines += ["| scheme | batch | latency (ms) | throughput (req/s) | speed-up | model (ms) | error |"]
+        lines += ["|---|--:|--:|--:|--:|--:|--:|"]
+        for tr, pp, scheme, b, t, thr, speedup, predicted, error in rows:
+            if (tr, pp) == (transport, p):
+                flag = " ✓" if b >= 64 and abs(error) <= GOAL else ""
+                cells = [scheme, b, _ms(t), f"{thr:,.0f}", f"{speedup:.2f}", _ms(predicted), f"{error:+.0%}{flag}"]
+                lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "✓: a row with B ≥ 64 whose prediction is within ±25 %.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="p = 2, one round, 5 repeats")
+    parser.add_argument("--p", type=int, nargs="+", help="ranks (default 2 4; --quick: 2)")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(serving.BATCHES))
+    parser.add_argument("--transports", nargs="+", default=["shm", "mpi"], choices=["shm", "mpi"])
+    parser.add_argument("--rounds", type=int, help="measure everything this many times, keep each row's best (3)")
+    parser.add_argument("--wait-idle", type=float, default=0, help="wait up to this many seconds for a quiet machine")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for inference.md")
+    args = parser.parse_args()
+    args.p = args.p or ([2] if args.quick else [2, 4])
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if "mpi" in args.transports and measure.mpiexec() is None:
+        print("no mpiexec: measuring shm only (pip install mpi4py mpich)")
+        args.transports = ["shm"]
+    wait_idle(args.wait_idle)
+    load_before = os.getloadavg()
+    found = measure_all(args)
+    text = report(found, args, {"load": (load_before, os.getloadavg())})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inference.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Pipeline-parallel inference: whole layers on each rank (a stage), micro-batches streaming through, GPipe-style.
+
+Rank 0 cuts a batch of B requests into M micro-batches; each rank runs its stage on a micro-batch, sends the
+activations to the next rank and goes on with the next micro-batch (GPipe: Huang et al. 2019, "GPipe: Efficient
+Training of Giant Neural Networks using Pipeline Parallelism"). With S equal stages of t seconds per micro-batch and
+free links the batch takes (M + S − 1)·t, of which each rank idles (S − 1)·t: the **bubble**, (S − 1)/(M + S − 1)
+of the time. With per-stage times d_s (receive, then compute) the time is Σ d_s + (M − 1)·max d_s: the slowest
+stage sets the pace. `plot_gantt` draws a real ``"sim"`` run (compute spans from ``Run.compute``, messages from
+``Run.trace``), and `explorer` wires it to controls.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from labkit import cost
+from labkit.comm import Comm, Run
+from labkit.concepts import RANK_COLORS, part, stage_layers
+from labkit.tensor_parallel import DEFAULT_DEVICE, Dense, Device, forward
+
+
+def simple_stages(n_layers: int, p: int) -> list[range]:
+    """Layers per stage, as equal in number as whole layers allow (chapter 2's `stage_layers`, for every rank)."""
+    return [stage_layers(n_layers, p, r) for r in range(p)]
+
+
+def stages(layers: list[Dense], p: int, balance: str = "flops") -> list[range]:
+    """Consecutive layers per stage: ``balance="flops"`` makes the largest stage's FLOPs as small as possible
+    (dynamic programming over the cut points); ``"count"`` gives each stage the same number of layers."""
+    if not isinstance(p, (int, np.integer)) or p < 1:
+        raise ValueError(f"p must be a whole number >= 1, got {p!r}")
+    n = len(layers)
+    if p > n:
+        raise ValueError(
+            f"{n} layers cannot fill {p} pipeline stages (a stage holds at least one whole layer): use p <= {n}, "
+            "or split the layers themselves with tensor parallelism"
+        )
+    if balance == "count":
+        return simple_stages(n, p)
+    if balance != "flops":
+        raise ValueError(f"unknown balance {balance!r}: use 'flops' or 'count'")
+    work = [0, *np.cumsum([layer.flops(1) for layer in layers]).tolist()]  # FLOPs of layers [0, i)
+    best = {(0, 0): (0, [])}  # (stages used, layers placed) -> (largest stage so far, cut points)
+    for s in range(1, p + 1):
+        for i in range(s, n - (p - s) + 1):
+            options = [
+                (max(best[(s - 1, j)][0], work[i] - work[j]), [*best[(s - 1, j)][1], i])
+                for j in range(s - 1, i)
+                if (s - 1, j) in best
+            ]
+            # on a tie the later cuts win, so that equal layers are split as np.array_split splits them
+            best[(s, i)] = min(options, key=lambda option: (option[0], [-cut for cut in option[1]]))
+    cuts = [0, *best[(p, n)][1]]
+    return [range(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def check_micro_batches(batch: int, micro_batches: int) -> None:
+    """Raise a ValueError unless a batch of ``batch`` requests can be cut into ``micro_batches`` non-empty parts."""
+    if not isinstance(micro_batches, (int, np.integer)) or not 1 <= micro_batches <= batch:
+        raise ValueError(f"cannot cut a batch of {batch} into {micro_batches!r} micro-batches: use 1 to {batch}")
+
+
+def pipeline_forward(
+    x: np.ndarray,
+    layers: list[Dense],
+    comm: Comm,
+    micro_batches: int = 4,
+    device: Device = DEFAULT_DEVICE,
+    balance: str = "flops",
+) -> np.ndarray | None:
+    """GPipe inference: the last rank returns forward(x, layers), the other ranks None."""
+    p, r, batch = comm.size, comm.rank, len(x)
+    check_micro_batches(batch, micro_batches)
+    mine = [layers[i] for i in stages(layers, p, balance)[r]]
+    outputs = []
+    for m in range(micro_batches):
+        label = f"micro-batch {m + 1}/{micro_batches}"
+        a = x[part(batch, micro_batches, m)] if r == 0 else comm.recv(r - 1, label=label)
+        comm.compute(device.time(sum(layer.flops(len(a)) for layer in mine), calls=len(mine)), label=label)
+        a = forward(a, mine)
+        if r < p - 1:
+            comm.send(a, r + 1, label=label)
+        else:
+            outputs.append(a)
+    return np.concatenate(outputs) if r == p - 1 else None
+
+
+def bubble_fraction(p: int, micro_batches: int) -> float:
+    """GPipe's idle share of the time with p equal stages and free links: (p − 1) / (M + p − 1)."""
+    return (p - 1) / (micro_batches + p - 1)
+
+
+def measured_bubble(run: Run, p: int) -> float:
+    """The idle share of a sim run: 1 − (compute time of all ranks) / (p × the run's time)."""
+    busy = sum(end - start for _, start, end, _ in run.compute)
+    return 1 - busy / (p * run.time) if run.time > 0 else 0.0
+
+
+def pipeline_time(
+    layers: list[Dense],
+    batch: int,
+    p: int,
+    micro_batches: int,
+    link: cost.Link,
+    device: Device = DEFAULT_DEVICE,
+    balance: str = "flops",
+    itemsize: int = 4,
+) -> float:
+    """Modelled time of `pipeline_forward`: Σ_s d_s + (M − 1)·max_s d_s, where d_s is what stage s spends on one
+    micro-batch of ⌈B/M⌉ rows: receiving its input (α + nβ, none on stage 0), then computing it."""
+    check_micro_batches(batch, micro_batches)
+    rows = -(-batch // micro_batches)
+    per_stage = []
+    for s, stage in enumerate(stages(layers, p, balance)):
+        mine = [layers[i] for i in stage]
+        receive = link.message_time(rows * mine[0].n_in * itemsize) if s > 0 else 0.0
+        per_stage.append(receive + device.time(sum(layer.flops(rows) for layer in mine), calls=len(mine)))
+    return sum(per_stage) + (micro_batches - 1) * max(per_stage)
+
+
+def uniform_mlp(depth: int = 8, width: int = 256, seed: int = 0) -> list[Dense]:
+    """``depth`` equal Dense layers width → width (ReLU, the last linear): stages balance perfectly."""
+    rng = np.random.default_rng(seed)
+    return [
+        Dense(
+            (rng.normal(size=(width, width)) / np.sqrt(width)).astype(np.float32),
+            (rng.normal(size=width) * 0.1).astype(np.float32),
+            "relu" if i < depth - 1 else "linear",
+            f"layer_{i + 1}",
+        )
+        for i in range(depth)
+    ]
+
+
+def _micro_batch(label: str) -> int:
+    match = re.search(r"(\d+)/\d+", label)
+    return int(match[1]) if match else 0
+
+
+def plot_gantt(run: Run, title: str = "Pipeline schedule"):
+    """A Gantt chart of a sim run: one row per rank, compute spans as wide bars (coloured and numbered by
+    micro-batch), messages as thin grey bars on the sender's row from send to arrival. Returns (figure, result):
+    the time, the measured bubble, and each rank's busy share."""
+    from matplotlib.figure import Figure  # no pyplot: figures are not kept alive by a global registry
+    from matplotlib.patches import Patch
+
+    p = 1 + max([r for r, *_ in run.compute] + [max(m.src, m.dst) for m in run.trace] + [0])
+    scale, unit = (1e6, "µs") if run.time < 1e-3 else (1e3, "ms")
+    fig = Figure(figsize=(8.0, 0.9 + 0.45 * p + 0.6), dpi=80)
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.08, right=0.78, bottom=0.9 / (1.5 + 0.45 * p), top=1 - 0.45 / (1.5 + 0.45 * p))
+    busy = [0.0] * p
+    for rank, start, end, label in run.compute:
+        k = _micro_batch(label)
+        busy[rank] += end - start
+        color = RANK_COLORS[(k - 1) % len(RANK_COLORS)] if k else "#888888"
+        ax.barh(rank, (end - start) * scale, left=start * scale, height=0.6, color=color, edgecolor="white")
+        if k and (end - start) * scale > 0.025 * run.time * scale:
+            ax.text((start + end) / 2 * scale, rank, str(k), ha="center", va="center", fontsize=7, color="white")
+    for m in run.trace:
+        ax.barh(m.src + 0.38, (m.end - m.start) * scale, left=m.start * scale, height=0.12, color="0.55")
+        ax.annotate(
+            "",
+            xy=(m.end * scale, m.dst - 0.3),
+            xytext=(m.end * scale, m.src + 0.38),
+            arrowprops={"arrowstyle": "->", "color": "0.5", "lw": 0.6},
+        )
+    bubble = measured_bubble(run, p)
+    ax.set(
+        title=f"{title}\nmodelled time {run.time * scale:.4g} {unit}, idle (bubble) {bubble:.1%}",
+        xlabel=f"modelled time ({unit})",
+        ylabel="rank (= stage)",
+        xlim=(0, run.time * scale * 1.01 or 1),
+        ylim=(p - 0.4, -0.6),
+        yticks=range(p),
+    )
+    handles = [
+        Patch(color=RANK_COLORS[0], label="compute\n(no. = micro-batch)"),
+        Patch(color="0.55", label="message"),
+        Patch(facecolor="white", edgecolor="0.7", label="idle"),
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig, {"time": run.time, "bubble": bubble, "busy": [b / run.time if run.time else 0.0 for b in busy]}
+
+
+FREE_LINK = "free (α = β = 0)"
+
+
+def draw_pipeline(
+    layers: list[Dense], p: int, micro_batches: int, batch: int, link_name: str, device: Device = DEFAULT_DEVICE
+):
+    """Serve a batch with `pipeline_forward` on p simulated ranks and draw its Gantt chart; (figure, result)."""
+    from labkit import comm
+
+    p = min(p, len(layers))
+    micro_batches = min(micro_batches, batch)
+    link = cost.Link(0.0, 0.0) if link_name == FREE_LINK else cost.preset(link_name)
+    x = np.zeros((batch, layers[0].n_in), np.float32)
+    run = comm.run(lambda c: pipeline_forward(x, layers, c, micro_batches, device), p, link=link)
+    title = f"GPipe inference: {p} stages, {micro_batches} micro-batches of a batch of {batch}, {link_name}"
+    fig, result = plot_gantt(run, title)
+    result.update(
+        p=p,
+        micro_batches=micro_batches,
+        formula=bubble_fraction(p, micro_batches),
+        predicted=pipeline_time(layers, batch, p, micro_batches, link, device),
+    )
+    return fig, result
+
+
+def explorer(models: dict[str, list[Dense]], link: str = FREE_LINK) -> Any:
+    """A Gantt-chart widget: model, stages, micro-batches, batch size and link → a real sim run's schedule."""
+    import ipywidgets as w
+
+    from labkit.widgets import Explorer
+
+    controls = {
+        "model": w.Dropdown(options=list(models), description="model"),
+        "p": w.IntSlider(value=4, min=1, max=8, description="stages p"),
+        "micro_batches": w.IntSlider(value=4, min=1, max=32, description="micro-batches"),
+        "batch": w.Dropdown(options=[8, 32, 128, 512, 1024], value=128, description="batch"),
+        "link_name": w.Dropdown(options=[FREE_LINK, *cost.presets()], value=link, description="link"),
+    }
+
+    def draw(model, p, micro_batches, batch, link_name):
+        return draw_pipeline(models[model], p, micro_batches, batch, link_name)
+
+    def describe(values: dict, result: dict) -> str:
+        return (
+            f"{result['p']} stages, {result['micro_batches']} micro-batches: modelled {result['time'] * 1e3:.4g} ms"
+            f" (closed form {result['predicted'] * 1e3:.4g} ms); bubble {result['bubble']:.1%}, GPipe's"
+            f" (p−1)/(M+p−1) = {result['formula']:.1%}"
+        )
+
+    return Explorer(controls, draw, describe)

@@ -1,0 +1,321 @@
+"""Serving a model on p ranks three ways — data-parallel replicas, tensor parallelism, a pipeline — on every transport.
+
+A batch of B requests arrives; every scheme returns the B answers, equal to the model on one device:
+
+- ``"data"``: every rank holds the whole model (a replica) and answers its share of the requests; no messages.
+- ``"tensor"``: every rank holds a slice of every layer (Megatron pairs, `labkit.tensor_parallel`) and works on
+  every request; ``"tensor-column"`` and ``"tensor-row"`` split every layer one way.
+- ``"pipeline"``: every rank holds whole layers, and micro-batches stream through (`labkit.pipeline`).
+- ``"single"``: rank 0 alone, the reference.
+
+`serve` runs one batch on ``"sim"`` or ``"shm"``; `measure_serving` times batches on ``"shm"`` or under
+``mpiexec -n p python -m labkit.serving`` (as `labkit.measure` times everything: barrier, slowest rank, median);
+`predict_time` is the α-β model beside them. Ranks do NumPy on weight arrays (`tensor_parallel.from_keras`)
+and never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labkit import comm, cost, measure
+from labkit import pipeline as pl
+from labkit import tensor_parallel as tp
+from labkit.concepts import part
+
+SCHEMES = ("single", "data", "tensor", "tensor-column", "tensor-row", "pipeline")
+SPLIT_OF = {"tensor": "megatron", "tensor-column": "column", "tensor-row": "row"}
+BATCHES = (1, 4, 16, 64, 256, 1024)
+
+
+def default_micro_batches(batch: int, p: int) -> int:
+    """GPipe's advice, M ≥ 4p micro-batches (bubble ≤ 20 %), as far as the batch allows; one when p = 1."""
+    return 1 if p == 1 else min(batch, 4 * p)
+
+
+def make_server(scheme: str, layers: list[tp.Dense], p: int, rank: int, micro_batches: int | None = None, device=None):
+    """This rank's part of ``scheme``, sharded once: a function ``serve(x, comm)`` returning this rank's answers."""
+    device = device or tp.DEFAULT_DEVICE
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}: use one of {SCHEMES}")
+    if scheme == "single":
+        return lambda x, c: _replica(x, layers, c, device) if c.rank == 0 else None
+    if scheme == "data":
+        return lambda x, c: _replica(x[part(len(x), c.size, c.rank)], layers, c, device)
+    if scheme == "pipeline":
+        pl.stages(layers, p)  # fail early, on every rank, if the model has too few layers
+
+        def run_pipeline(x, c):
+            m = micro_batches or default_micro_batches(len(x), c.size)
+            return pl.pipeline_forward(x, layers, c, m, device)
+
+        return run_pipeline
+    pieces = tp.shard_model(layers, p, rank, SPLIT_OF[scheme])
+    return lambda x, c: tp.tensor_parallel_forward(x, pieces, c, device)
+
+
+def _replica(x: np.ndarray, layers: list[tp.Dense], c: comm.Comm, device: tp.Device) -> np.ndarray:
+    """The whole model on this rank's requests (none is fine: a replica with no requests idles)."""
+    if len(x):
+        c.compute(device.time(sum(layer.flops(len(x)) for layer in layers), calls=len(layers)), label="replica")
+    return tp.forward(x, layers)
+
+
+def collect(scheme: str, values: list) -> np.ndarray:
+    """The B answers from every rank's return value: replicas' shares joined, or the rank that holds them all."""
+    if scheme == "data":
+        return np.concatenate(values)
+    return values[-1] if scheme == "pipeline" else values[0]
+
+
+@dataclass
+class Served:
+    """One batch served: the answers, the time (modelled on sim, measured on shm) and the run (trace, compute)."""
+
+    output: np.ndarray
+    time: float
+    run: comm.Run
+
+
+def _serve_rank(c: comm.Comm, scheme: str, x: np.ndarray, layers: list, micro_batches: int | None, device) -> Any:
+    return make_server(scheme, layers, c.size, c.rank, micro_batches, device)(x, c)
+
+
+def serve(
+    scheme: str,
+    x: np.ndarray,
+    layers: list[tp.Dense],
+    p: int,
+    transport: str = "sim",
+    link: cost.Link | None = None,
+    device: tp.Device | None = None,
+    micro_batches: int | None = None,
+    timeout: float = 60.0,
+) -> Served:
+    """Serve the batch x once with ``scheme`` on p ranks of ``transport`` ("sim" or "shm")."""
+    make_server(scheme, layers, p, 0, micro_batches)  # an impossible split raises here, before any rank starts
+    if scheme == "pipeline" and micro_batches is not None:
+        pl.check_micro_batches(len(x), micro_batches)
+    args = (scheme, np.asarray(x, np.float32), layers, micro_batches, device)
+    run = comm.run(_serve_rank, p, transport=transport, link=link, timeout=timeout, args=args)
+    return Served(collect(scheme, run.values), run.time, run)
+
+
+def memory_per_rank(layers: list[tp.Dense], p: int, scheme: str) -> list[int]:
+    """Bytes of parameters each rank holds under ``scheme`` (rank 0 first)."""
+    if scheme in SPLIT_OF:
+        return tp.shard_bytes(layers, p, SPLIT_OF[scheme])
+    if scheme == "pipeline":
+        return [sum(layers[i].nbytes for i in stage) for stage in pl.stages(layers, p)]
+    whole = sum(layer.nbytes for layer in layers)
+    return [whole] + [whole if scheme == "data" else 0] * (p - 1)
+
+
+def predict_time(
+    scheme: str,
+    batch: int,
+    layers: list[tp.Dense],
+    p: int,
+    link: cost.Link,
+    device: tp.Device | None = None,
+    micro_batches: int | None = None,
+    p2p: cost.Link | None = None,
+) -> float:
+    """The α-β model of one batch: the busiest rank's compute (`Device`) plus the ring collectives on ``link``.
+
+    A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece; a row-split layer all-reduces
+    its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its single
+    messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
+    """
+    device = device or tp.DEFAULT_DEVICE
+    if scheme == "pipeline":
+        m = micro_batches or default_micro_batches(batch, p)
+        return pl.pipeline_time(layers, batch, p, m, p2p or link, device)
+    if scheme in ("single", "data"):
+        rows = batch if scheme == "single" else -(-batch // p)
+        return device.time(sum(layer.flops(rows) for layer in layers), calls=len(layers))
+    total = 0.0
+    for how, shard in tp.shard_model(layers, p, 0, SPLIT_OF[scheme]):  # rank 0 holds the largest shards
+        total += device.time(shard.flops(batch))
+        nbytes = batch * shard.n_out * shard.kernel.itemsize
+        if how == "column":
+            total += (p - 1) * link.message_time(nbytes)
+        elif how in ("row", "pair-row"):
+            total += cost.allreduce_time("ring", nbytes, p, link)
+    return total
+
+
+# --- measuring on real processes -----------------------------------------------------------------------------------
+
+
+def repeats_for(batch: int) -> int:
+    """More repeats for small batches: their times are tens of µs and noisy."""
+    return 60 if batch <= 16 else 30 if batch <= 256 else 15
+
+
+def single_threaded():
+    """One BLAS thread in this process (a rank is one device, one core); nothing if threadpoolctl is missing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn (through mlxtend); the limit is an optimisation
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batches) -> dict:
+    """On every rank: each scheme at each batch size, answers kept from a first call, then timed.
+
+    A batch is done when every rank is: `measure.timed` times the call *and a barrier after it*, less an empty
+    barrier's time. Without it, replicas that take turns on too few cores each time only their own turn."""
+    times, outputs = {}, {}
+    with single_threaded():
+        barrier = float(np.median(measure.timed(c, c.barrier, 50)))
+        for scheme in schemes:
+            for b in batches:
+                serve_b, xb = make_server(scheme, layers, c.size, c.rank, micro_batches), x[:b]
+                outputs[(scheme, b)] = serve_b(xb, c)
+                call = lambda f=serve_b, xb=xb: (f(xb, c), c.barrier())
+                times[(scheme, b)] = float(np.median(measure.timed(c, call, repeats or repeats_for(b)))) - barrier
+    return {"times": times, "outputs": outputs}
+
+
+@dataclass
+class Measured:
+    """Median seconds per batch, (scheme, batch) → s, and the answers of each (checked against one device)."""
+
+    transport: str
+    p: int
+    times: dict[tuple[str, int], float]
+    outputs: dict[tuple[str, int], np.ndarray] = field(repr=False)
+
+
+def _collected(transport: str, p: int, values: list[dict]) -> Measured:
+    outputs = {k: collect(k[0], [v["outputs"][k] for v in values]) for k in values[0]["outputs"]}
+    return Measured(transport, p, values[0]["times"], outputs)
+
+
+def measure_serving(
+    layers: list[tp.Dense],
+    p: int,
+    x: np.ndarray,
+    schemes=("data", "tensor", "pipeline"),
+    batches=BATCHES,
+    transport: str = "shm",
+    repeats: int | None = None,
+    micro_batches: int | None = None,
+    timeout: float = 600.0,
+) -> Measured:
+    """Time each scheme on p real processes, ``"shm"`` or ``"mpi"`` (``mpiexec -n p``); x holds max(batches) rows."""
+    x = np.asarray(x, np.float32)
+    if len(x) < max(batches):
+        raise ValueError(f"x has {len(x)} rows; the largest batch needs {max(batches)}")
+    for scheme in schemes:  # an impossible split raises here, before any rank starts
+        make_server(scheme, layers, p, 0, micro_batches)
+    job = (tuple(schemes), tuple(batches), x[: max(batches)], layers, repeats, micro_batches)
+    if transport == "shm":
+        return _collected("shm", p, comm.run(_measure_rank, p, "shm", timeout=timeout, args=job).values)
+    if transport != "mpi":
+        raise ValueError(f"unknown transport {transport!r}: use 'shm' or 'mpi'")
+    launcher = measure.mpiexec()
+    if launcher is None:
+        raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
+    with tempfile.TemporaryDirectory(prefix="labkit-serving-") as tmp:
+        (Path(tmp) / "job.pkl").write_bytes(pickle.dumps(job))
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        argv = [launcher, "-n", str(p), sys.executable, "-m", "labkit.serving", tmp]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        files = [Path(tmp) / f"rank{r}.pkl" for r in range(p)]
+        if done.returncode != 0 or not all(f.exists() for f in files):
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RuntimeError(f"mpiexec -n {p} python -m labkit.serving failed (exit {done.returncode}):\n{tail}")
+        return _collected("mpi", p, [pickle.loads(f.read_bytes()) for f in files])
+
+
+def fit_device(single: Measured, layers: list[tp.Dense]) -> tp.Device:
+    """The `Device` that fits measured one-rank times best: t(B) = L·overhead + FLOPs(B)/flops (`cost.fit_link`)."""
+    rows = sorted((b, t) for (_, b), t in single.times.items())
+    flops = [sum(layer.flops(b) for layer in layers) for b, _ in rows]
+    fitted = cost.fit_link(flops, [t for _, t in rows])
+    return tp.Device(flops=1 / fitted.beta, overhead=fitted.alpha / len(layers))
+
+
+def fit_ring_link(m: measure.Measurement) -> cost.Link:
+    """The link that labkit's own ring all-reduce sees: t = 2(p − 1)(α + (n/p)β), fitted to m's ring times.
+
+    Its α includes what a Python collective costs beyond one message (the consistency check, the loop), which a
+    ping-pong or a single exchange does not show."""
+    rows = sorted((n, t) for (algorithm, n), t in m.allreduce.items() if algorithm == "ring")
+    steps = 2 * (m.p - 1)
+    return cost.fit_link([n / m.p for n, _ in rows], [t / steps for _, t in rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Under mpiexec: run the job in DIR/job.pkl on `comm.from_mpi`; every rank writes DIR/rank<r>.pkl."""
+    parser = argparse.ArgumentParser(description="labkit's MPI serving worker (run by measure_serving)")
+    parser.add_argument("dir")
+    folder = Path(parser.parse_args(argv).dir)
+    c = comm.from_mpi(timeout=300)
+    result = _measure_rank(c, *pickle.loads((folder / "job.pkl").read_bytes()))
+    (folder / f"rank{c.rank}.pkl").write_bytes(pickle.dumps(result))
+
+
+# --- latency against throughput ------------------------------------------------------------------------------------
+
+COLORS = {"single": "0.3", "data": "#4c72b0", "tensor": "#dd8452", "pipeline": "#55a868"}
+
+
+def plot_latency_throughput(panels: dict[str, dict[tuple[str, int], float]], title: str = "Latency and throughput"):
+    """One panel per name: for each scheme, latency (ms) against throughput (requests/s), a point per batch size.
+
+    Returns (figure, rows): rows are (panel, scheme, batch, latency s, throughput requests/s)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    fig = Figure(figsize=(4.2 * len(panels) + 0.6, 3.7), dpi=80)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.8, wspace=0.08)
+    fig.suptitle(title, fontsize=11)
+    rows = []
+    for ax, (name, times) in zip(axes, panels.items(), strict=True):
+        for scheme in dict.fromkeys(s for s, _ in times):
+            batches = sorted(b for s, b in times if s == scheme)
+            lat = np.array([times[(scheme, b)] for b in batches])
+            thr = np.array(batches) / lat
+            ax.loglog(thr, lat * 1e3, "o-", color=COLORS.get(scheme), label=scheme, markersize=3.5, linewidth=1)
+            if not rows or rows[-1][0] != name:  # the first curve of a panel says which point is which batch
+                for b, x, y in zip(batches, thr, lat, strict=True):
+                    ax.annotate(f"B={b}", (x, y * 1e3), fontsize=6, xytext=(-6, 4), textcoords="offset points")
+            rows += [(name, scheme, b, t, b / t) for b, t in zip(batches, lat, strict=True)]
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
+        ax.set(title=name, xlabel="throughput (requests/s)")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("latency of a batch (ms)")
+    return fig, rows
+
+
+def format_times(times: dict[tuple[str, int], float], predicted: dict | None = None) -> str:
+    """Times as a table, one row per batch size, one column per scheme (ms), with predictions beside if given."""
+    schemes = list(dict.fromkeys(s for s, _ in times))
+    head = "".join(f"{s:>12}" + (f"{'model':>9}" if predicted else "") for s in schemes)
+    lines = [f"{'batch':>6}{head}   (ms)"]
+    for b in sorted({b for _, b in times}):
+        cells = [
+            f"{times[(s, b)] * 1e3:>12.3f}" + (f"{predicted[(s, b)] * 1e3:>9.3f}" if predicted else "") for s in schemes
+        ]
+        lines.append(f"{b:>6}" + "".join(cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

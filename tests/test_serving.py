@@ -1,0 +1,143 @@
+"""labkit.serving: every scheme answers like one device on sim, shm and MPI; memory, model and errors are right."""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from labkit import comm, cost, measure, serving
+from labkit import pipeline as pl
+from labkit import tensor_parallel as tp
+
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+
+
+def article_shapes(seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(784, 100, "linear"), (100, 100, "relu"), (100, 10, "softmax")]
+    return [
+        tp.Dense(
+            (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32),
+            (rng.normal(size=b) * 0.1).astype(np.float32),
+            act,
+            f"layer_{i}",
+        )
+        for i, (a, b, act) in enumerate(shapes)
+    ]
+
+
+LAYERS = article_shapes()
+X = np.random.default_rng(0).random((40, 784), dtype=np.float32)
+REFERENCE = tp.forward(X, LAYERS)
+
+
+@pytest.mark.parametrize("scheme", serving.SCHEMES)
+@pytest.mark.parametrize("p", range(1, 9))
+def test_every_scheme_answers_like_one_device_on_sim(scheme, p):
+    layers = LAYERS if scheme != "pipeline" else pl.uniform_mlp(depth=8, width=32)
+    x = X[:, :32] if scheme == "pipeline" else X
+    served = serving.serve(scheme, x[:37], layers, p)
+    np.testing.assert_allclose(served.output, tp.forward(x[:37], layers), atol=1e-5, rtol=0)
+    if scheme == "data":  # replicas never talk
+        assert served.run.trace == []
+
+
+def test_fewer_requests_than_replicas_leaves_some_idle():
+    served = serving.serve("data", X[:3], LAYERS, 5)
+    np.testing.assert_allclose(served.output, REFERENCE[:3], atol=1e-6)
+    assert [len(v) for v in served.run.values] == [1, 1, 1, 0, 0]
+
+
+def test_memory_per_rank_matches_a_hand_count():
+    whole = 4 * ((784 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10))
+    assert serving.memory_per_rank(LAYERS, 3, "data") == [whole] * 3
+    assert serving.memory_per_rank(LAYERS, 3, "single") == [whole, 0, 0]
+    assert serving.memory_per_rank(LAYERS, 2, "pipeline") == [4 * (784 * 100 + 100), 4 * (100 * 100 + 100 + 1010)]
+    tensor = serving.memory_per_rank(LAYERS, 4, "tensor")
+    assert tensor[0] == 4 * ((784 * 25 + 25) + (25 * 100 + 100) + (100 * 3 + 3))
+    assert whole / 4 < tensor[0] < whole / 4 * 1.01  # a quarter each, and the replicated bias of the row split
+
+
+@pytest.mark.parametrize("scheme", serving.SCHEMES)
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_the_alpha_beta_model_equals_the_simulator_where_it_is_exact(scheme, p):
+    rng = np.random.default_rng(1)
+    widths = [16, 32, 16, 32, 8]  # divisible by p; an even number of layers, so Megatron pairs them all
+    layers = [
+        tp.Dense(rng.normal(size=(a, b)).astype(np.float32), np.zeros(b, np.float32), "relu", f"l{i}")
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+    ]
+    link, device = cost.preset("10 GbE"), tp.Device(flops=5e10, overhead=3e-6)
+    served = serving.serve(scheme, np.ones((8, 16), np.float32), layers, p, link=link, device=device)
+    assert served.time == pytest.approx(serving.predict_time(scheme, 8, layers, p, link, device), rel=1e-12)
+
+
+def test_impossible_schemes_fail_before_any_rank_starts():
+    with pytest.raises(ValueError, match="3 layers cannot fill 4 pipeline stages"):
+        serving.serve("pipeline", X, LAYERS, 4, transport="shm")
+    with pytest.raises(ValueError, match="cannot split the 10 output columns of layer_2 over 12 ranks"):
+        serving.serve("tensor", X, LAYERS, 12)
+    with pytest.raises(ValueError, match="unknown scheme 'model'"):
+        serving.serve("model", X, LAYERS, 2)
+    with pytest.raises(ValueError, match="cannot cut a batch of 40 into 41 micro-batches"):
+        serving.serve("pipeline", X, LAYERS, 2, micro_batches=41)
+
+
+def _answers_without_tensorflow(c, layers, x):
+    answers = {s: serving.make_server(s, layers, c.size, c.rank)(x, c) for s in ("data", "tensor", "pipeline")}
+    return answers, "tensorflow" in sys.modules
+
+
+def test_every_scheme_on_real_processes_without_tensorflow():
+    run = comm.run(_answers_without_tensorflow, 2, transport="shm", args=(LAYERS, X))
+    assert not any(loaded for _, loaded in run.values)
+    for scheme in ("data", "tensor", "pipeline"):
+        output = serving.collect(scheme, [answers[scheme] for answers, _ in run.values])
+        np.testing.assert_allclose(output, REFERENCE, atol=1e-5, rtol=0)
+
+
+def test_measured_on_shm_with_answers_checked():
+    measured = serving.measure_serving(LAYERS, 2, X, batches=(1, 16), repeats=2)
+    assert set(measured.times) == {(s, b) for s in ("data", "tensor", "pipeline") for b in (1, 16)}
+    assert all(t > 0 for t in measured.times.values())
+    for (_, b), output in measured.outputs.items():
+        np.testing.assert_allclose(output, REFERENCE[:b], atol=1e-5, rtol=0)
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec next to this Python: pip install mpi4py mpich")
+def test_measured_under_mpiexec_with_answers_checked():
+    measured = serving.measure_serving(LAYERS, 2, X, batches=(3, 16), repeats=2, transport="mpi")
+    assert measured.transport == "mpi" and len(measured.times) == 6
+    for (_, b), output in measured.outputs.items():
+        np.testing.assert_allclose(output, REFERENCE[:b], atol=1e-5, rtol=0)
+
+
+def test_fit_device_recovers_the_device_that_made_the_times():
+    device = tp.Device(flops=8e10, overhead=4e-6)
+    times = {("data", b): serving.predict_time("single", b, LAYERS, 1, cost.Link(0, 0), device) for b in (1, 64, 1024)}
+    fitted = serving.fit_device(serving.Measured("shm", 1, times, {}), LAYERS)
+    assert fitted.flops == pytest.approx(8e10) and fitted.overhead == pytest.approx(4e-6)
+
+
+def test_fit_ring_link_recovers_the_link_of_the_ring_times():
+    link = cost.Link(alpha=15e-6, beta=1 / 5e9)
+    times = {("ring", n): cost.allreduce_time("ring", n, 4, link) for n in (4096, 65536, 1 << 20)}
+    fitted = serving.fit_ring_link(measure.Measurement("shm", 4, {}, allreduce=times))
+    assert fitted.alpha == pytest.approx(15e-6) and fitted.beta == pytest.approx(1 / 5e9)
+
+
+def test_latency_throughput_figure_and_table():
+    times = {
+        (s, b): serving.predict_time(s, b, LAYERS, 2, cost.preset("10 GbE"))
+        for s in ("data", "tensor")
+        for b in (1, 64)
+    }
+    fig, rows = serving.plot_latency_throughput({"modelled": times, "again": times}, "two panels")
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "latency of a batch (ms)"
+    assert "requests/s" in fig.axes[1].get_xlabel() and fig.axes[0].get_title() == "modelled"
+    assert ("modelled", "tensor", 64, times[("tensor", 64)], 64 / times[("tensor", 64)]) in rows
+    text = serving.format_times(times, predicted=times)
+    assert text.splitlines()[0].split()[:3] == ["batch", "data", "model"] and len(text.splitlines()) == 3
