@@ -337,14 +337,6 @@ def goals(rows: list[dict], copy: float) -> list[str]:
     return out
 
 
-def wait_idle(seconds: float, below: float = 0.3) -> None:
-    """Wait (up to ``seconds``) until the 1-minute load average drops below ``below``: other work skews every time."""
-    deadline = time.monotonic() + seconds
-    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
-        print(f"waiting for a quiet machine (load average {os.getloadavg()[0]:.2f}) …", flush=True)
-        time.sleep(15)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
@@ -364,7 +356,7 @@ def main() -> None:
         return mpi_worker(args)
     if args.tf_worker:
         return tf_worker(args)
-    wait_idle(args.wait_idle)
+    lkm.wait_idle(args.wait_idle)
     load_before = os.getloadavg()
     rows, info = measure(args)
     info["load"] = (load_before, os.getloadavg())

@@ -51,14 +51,6 @@ def article_layers(seed: int = 0) -> list[tp.Dense]:
     return layers
 
 
-def wait_idle(seconds: float, below: float = 0.3) -> None:
-    """Wait (up to ``seconds``) until the 1-minute load average drops below ``below``: other work skews every time."""
-    deadline = time.monotonic() + seconds
-    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
-        print(f"waiting for a quiet machine (load average {os.getloadavg()[0]:.2f}) …", flush=True)
-        time.sleep(15)
-
-
 def best(old: dict, new: dict) -> dict:
     """Each key's smallest time over the rounds so far."""
     return {k: min(t, old.get(k, np.inf)) for k, t in new.items()}
@@ -198,7 +190,7 @@ def main() -> None:
     if "mpi" in args.transports and measure.mpiexec() is None:
         print("no mpiexec: measuring shm only (pip install mpi4py mpich)")
         args.transports = ["shm"]
-    wait_idle(args.wait_idle)
+    measure.wait_idle(args.wait_idle)
     load_before = os.getloadavg()
     found = measure_all(args)
     text = report(found, args, {"load": (load_before, os.getloadavg())})

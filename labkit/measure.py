@@ -160,6 +160,14 @@ def measure_shm(
     return Measurement("shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"])
 
 
+def wait_idle(seconds: float, below: float = 0.3) -> None:
+    """Wait (up to ``seconds``) until the 1-minute load average drops below ``below``: other work skews every time."""
+    deadline = time.monotonic() + seconds
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine (load average {os.getloadavg()[0]:.2f}) …", flush=True)
+        time.sleep(15)
+
+
 def mpiexec() -> str | None:
     """The mpiexec next to this Python (pip's mpich puts it there), else the one on PATH, else None."""
     return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
