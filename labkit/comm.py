@@ -156,6 +156,32 @@ class CommBase:
         out[...] = incoming
 
 
+class EagerComm(CommBase):
+    """For transports whose send never waits for the receiver (sim, shm): every exchange is a send, then a receive.
+
+    Both partners of a swap send first and then receive, which cannot deadlock because neither send blocks.
+    (MPI's send may block until the peer receives, so `labkit.mpi` uses MPI_Sendrecv instead.)
+    """
+
+    def sendrecv(self, x: np.ndarray, dst: int, src: int, tag: int = 0, label: str = "") -> np.ndarray:
+        """Send x to dst, then receive from src."""
+        self.send(x, dst, tag, label)  # type: ignore[attr-defined]
+        return self.recv(src, tag, label)  # type: ignore[attr-defined]
+
+    def sendrecv_reduce(
+        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
+    ) -> None:
+        """Send x to dst, then reduce what src sent into out: out ← out op it."""
+        check_op(op)
+        self.send(x, dst, tag, label)  # type: ignore[attr-defined]
+        self.recv_reduce(out, src, tag, op, label)
+
+    def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
+        """Send x to dst, then receive what src sent straight into out."""
+        self.send(x, dst, tag, label)  # type: ignore[attr-defined]
+        self.recv_into(out, src, tag, label)
+
+
 def run(
     fn: Callable[..., Any],
     world_size: int,

@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from labkit.comm import CommBase, CommError, check_op, expect_like
+from labkit.comm import CommError, EagerComm, check_op, expect_like
 
 SLOTS = 4  # messages in flight per (src, dst) before a send waits; ps and ring need at most 2
 INLINE = 32 * 1024  # payloads this small stay in the control block: no segment to create or attach
@@ -118,7 +118,7 @@ def _as_array(x: Any) -> np.ndarray:
     return x
 
 
-class ShmComm(CommBase):
+class ShmComm(EagerComm):
     """One rank's end of the shared-memory mailboxes of a run (`run_shm` makes one in each rank's process)."""
 
     def __init__(self, prefix: str, rank: int, size: int, timeout: float) -> None:
@@ -281,24 +281,6 @@ class ShmComm(CommBase):
         use(view)
         del view
         self._release(src, k, meta)
-
-    def sendrecv(self, x: np.ndarray, dst: int, src: int, tag: int = 0, label: str = "") -> np.ndarray:
-        """Send x to dst, then receive from src (the send never waits for dst, so this cannot deadlock)."""
-        self.send(x, dst, tag, label)
-        return self.recv(src, tag, label)
-
-    def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
-    ) -> None:
-        """Write x into dst's mailbox, then reduce what src wrote into ours: out ← out op it."""
-        check_op(op)
-        self.send(x, dst, tag, label)
-        self.recv_reduce(out, src, tag, op, label)
-
-    def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
-        """Write x into dst's mailbox, then copy what src wrote into ours straight into out."""
-        self.send(x, dst, tag, label)
-        self.recv_into(out, src, tag, label)
 
     # --- metadata -----------------------------------------------------------------------------------------------
 

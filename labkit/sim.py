@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.comm import CommBase, CommError, Message, Run, check_op, expect_like
+from labkit.comm import CommError, EagerComm, Message, Run, check_op, expect_like
 
 _MISSING = object()
 
@@ -152,7 +152,7 @@ class _World:
                 self.cond.notify_all()
 
 
-class SimComm(CommBase):
+class SimComm(EagerComm):
     """One rank's view of a simulated world: mpi4py-like calls that advance logical clocks (see module docstring)."""
 
     def __init__(self, world: _World, rank: int) -> None:
@@ -185,11 +185,6 @@ class SimComm(CommBase):
             w.trace.append((start, end, src, r, seq, data.nbytes, sent_label, data if w.payloads else None))
         return data
 
-    def sendrecv(self, x: np.ndarray, dst: int, src: int, tag: int = 0, label: str = "") -> np.ndarray:
-        """Send x to dst and receive from src, both from this rank's clock; the clock ends at the receive's end."""
-        self.send(x, dst, tag, label)
-        return self.recv(src, tag, label)
-
     def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
         """out ← out op (the array received from src); the reduction adds nγ to the clock."""
         ufunc = check_op(op)
@@ -199,14 +194,6 @@ class SimComm(CommBase):
         expect_like(out, incoming, src, self.rank)
         ufunc(out, incoming, out=out)
         self._world.clock[self.rank] += out.nbytes * self._world.link.gamma
-
-    def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
-    ) -> None:
-        """Send x to dst while receiving from src; out ← out op (what arrived), adding nγ to the clock."""
-        check_op(op)
-        self.send(x, dst, tag, label)
-        self.recv_reduce(out, src, tag, op, label)
 
     def compute(self, seconds: float, label: str = "") -> None:
         """Model ``seconds`` of work on this rank: its clock moves on, and the span is kept in ``Run.compute``."""
