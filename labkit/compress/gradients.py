@@ -1,0 +1,3 @@
+"""Gradient compressors (being written)."""
+
+__all__: list[str] = []

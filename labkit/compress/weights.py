@@ -1,0 +1,3 @@
+"""Weight compression (being written)."""
+
+__all__: list[str] = []
