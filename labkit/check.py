@@ -30,8 +30,21 @@ class Exercise:
     rel_tol: float = 1e-6
     hints: dict[str, str] = field(default_factory=dict)  # a known wrong answer (repr) -> what it suggests
 
-    def __call__(self, answer: Any) -> bool:
+    def __call__(self, answer: Any) -> Mark:
         return mark(self, answer)
+
+
+class Mark(int):
+    """Right (true) or not yet (false); a notebook shows nothing for it, since `mark` has already said why."""
+
+    def __new__(cls, right: bool) -> Mark:
+        return super().__new__(cls, bool(right))
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+    def _ipython_display_(self) -> None:
+        pass
 
 
 REGISTRY: dict[str, Exercise] = {}
@@ -72,18 +85,18 @@ def _close(answer: Any, expected: Any, rel_tol: float) -> bool:
         return False
 
 
-def mark(ex: Exercise, answer: Any) -> bool:
-    """Print whether ``answer`` is right, and why; return True when it is."""
+def mark(ex: Exercise, answer: Any) -> Mark:
+    """Print whether ``answer`` is right, and why; a true `Mark` when it is."""
     if answer is None or answer is Ellipsis:
         print(f"[{ex.name}] no answer yet: replace the ... with your answer and run the cell again.")
-        return False
+        return Mark(False)
     expected = ex.expected()
     if _close(answer, expected, ex.rel_tol):
         print(f"[{ex.name}] right. {ex.why}")
-        return True
+        return Mark(True)
     hint = ex.hints.get(repr(answer), "")
     print(f"[{ex.name}] not yet: {answer!r} is not the answer. {hint or 'Think it through again:'} {ex.why}".strip())
-    return False
+    return Mark(False)
 
 
 def __getattr__(name: str) -> Exercise:

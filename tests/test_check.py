@@ -19,14 +19,20 @@ def toy():
 
 
 def test_right_wrong_and_missing_answers(toy, capsys):
-    assert toy(1500) is True
+    assert toy(1500)
     assert "right" in capsys.readouterr().out
-    assert toy(2000) is False
+    assert not toy(2000)
     out = capsys.readouterr().out
     assert "not yet" in out and "2(p−1) steps" in out and "That is 2n" in out
-    assert toy(...) is False
+    assert not toy(...)
     assert "no answer yet" in capsys.readouterr().out
-    assert toy("fifteen hundred") is False
+    assert not toy("fifteen hundred")
+
+
+def test_a_mark_is_a_bool_that_a_notebook_does_not_echo(toy, capsys):
+    right, wrong = toy(1500), toy(2000)
+    assert (bool(right), bool(wrong), repr(right), repr(wrong)) == (True, False, "True", "False")
+    assert right._ipython_display_() is None  # IPython calls this instead of printing "True" under the cell
 
 
 def test_lookup_by_name(toy):
@@ -39,5 +45,5 @@ def test_every_registered_exercise_accepts_its_own_solution(capsys):
     for name, ex in check.all_exercises().items():
         scope: dict = {}
         exec(ex.solution, scope)  # the teacher's solution must set `answer`
-        assert ex(scope["answer"]) is True, f"the solution of {name} is marked wrong"
+        assert ex(scope["answer"]), f"the solution of {name} is marked wrong"
         assert ex.question and ex.why and ex.chapter >= 1
