@@ -10,11 +10,12 @@ LAB_ARGS ?=
 # Tests never download: the data loader falls back to the offline MNIST subset.
 export LABKIT_OFFLINE ?= 1
 
-.PHONY: lab test lint pytest nbval install clean help
+.PHONY: lab test lint pytest nbval install clean help teacher
 
 help:
 	@echo "make lab    start JupyterLab on notebooks/00_welcome.ipynb (creates .venv on first use)"
 	@echo "make test   ruff, pytest tests/, and every notebook under nbval"
+	@echo "make teacher  teacher/ (solutions filled in) and student/ copies of the notebooks"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "labkit needs Python 3.10 or newer; set PYTHON=python3.11 (or newer) and run make again")'
@@ -40,6 +41,10 @@ nbval: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks/
 
 test: lint pytest nbval
+
+teacher: $(STAMP)
+	$(BIN)/python -m labkit.teach --check
+	$(BIN)/python -m labkit.teach
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
