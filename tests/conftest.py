@@ -31,6 +31,7 @@ CHAPTERS = {
     "test_serving.py": (6,),
     "test_compress_gradients.py": (7,),
     "test_compress_weights.py": (7,),
+    "test_compress_explorer.py": (7,),
     "test_huffman.py": (7,),
     "test_fault.py": (8,),
     "test_memory.py": (9,),

@@ -1,4 +1,4 @@
-"""Weight compression (labkit.compress.weights, codec, distill) against hand counts, closed forms and Keras/TFLite."""
+"""Weight compression (labkit.compress.weights, codec, smaller) against hand counts, closed forms and Keras/TFLite."""
 
 import numpy as np
 import pytest

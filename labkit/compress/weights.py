@@ -12,7 +12,7 @@ with Pruning, Trained Quantization and Huffman Coding"), on Keras 3 models made 
   per tensor or per output channel. Every element is within scale/2 of its original.
 
 Huffman coding and the stored format live in `labkit.compress.huffman` and `labkit.compress.codec`; low rank and
-distillation in `labkit.compress.distill`; all are re-exported here. The reference engines are Keras 3's own
+distillation in `labkit.compress.smaller`; all are re-exported here. The reference engines are Keras 3's own
 ``model.quantize("int8")`` and the TFLite converter (`keras_int8`, `tflite_int8`). The TF Model Optimization
 Toolkit is not one of them: it supports only tf.keras 2, not Keras 3. TensorFlow is imported only by the functions
 that need Keras, so the NumPy parts load without it.
@@ -30,8 +30,8 @@ from labkit import _native_stderr_silenced
 from labkit.compress.codec import *  # noqa: F403
 from labkit.compress.codec import __all__ as _codec_all
 from labkit.compress.codec import dense_layers
-from labkit.compress.distill import *  # noqa: F403
-from labkit.compress.distill import __all__ as _distill_all
+from labkit.compress.smaller import *  # noqa: F403
+from labkit.compress.smaller import __all__ as _distill_all
 from labkit.compress.huffman import *  # noqa: F403
 from labkit.compress.huffman import __all__ as _huffman_all
 
