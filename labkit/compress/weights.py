@@ -30,10 +30,10 @@ from labkit import _native_stderr_silenced
 from labkit.compress.codec import *  # noqa: F403
 from labkit.compress.codec import __all__ as _codec_all
 from labkit.compress.codec import dense_layers
-from labkit.compress.smaller import *  # noqa: F403
-from labkit.compress.smaller import __all__ as _distill_all
 from labkit.compress.huffman import *  # noqa: F403
 from labkit.compress.huffman import __all__ as _huffman_all
+from labkit.compress.smaller import *  # noqa: F403
+from labkit.compress.smaller import __all__ as _smaller_all
 
 __all__ = [
     "magnitude_masks",
@@ -49,7 +49,7 @@ __all__ = [
     "tflite_int8",
     "tflite_evaluate",
     *_codec_all,
-    *_distill_all,
+    *_smaller_all,
     *_huffman_all,
 ]
 
