@@ -47,6 +47,14 @@ class Compressor(Protocol):
       with indices every worker draws alike); they are then all-reduced with the chosen algorithm and decompressed
       once. Otherwise (top-k, QSGD, sign) every payload is all-gathered (a ring, whatever the algorithm) and each
       worker decompresses all p, in rank order, and adds them up, so every worker still gets the same average.
+    - ``allreduce(grad, c, algorithm, state) -> (average, sizes)`` (optional): a compressor that needs more than
+      one collective a step (PowerSGD all-reduces P, then Q) runs the whole exchange itself on the `Comm` ``c``;
+      `exchange` then delegates to it. ``average`` is (1/p) Σ_r on every rank; ``sizes`` per rank the payload bytes
+      of each all-reduce it ran, as a tuple, which `exchange_time` models one all-reduce after the other.
+      ``summable`` should be True for such a compressor (its payloads are reduced, not gathered).
+
+    The trainer also puts ``state["shapes"]`` into each worker's state: the trainable variables' shapes, in the
+    order of the flat gradient (PowerSGD compresses each matrix and sends vectors whole).
     """
 
     def compress(self, grad: np.ndarray, state: dict) -> np.ndarray: ...
@@ -78,7 +86,10 @@ def exchange(
     if compressor is None:
         total = collectives.allreduce(grad, c, algorithm=algorithm)
         return total / np.float32(p), [grad.nbytes] * p
-    payload = compressor.compress(grad, state if state is not None else {})
+    state = state if state is not None else {}
+    if hasattr(compressor, "allreduce"):  # several collectives a step (PowerSGD): the compressor runs them itself
+        return compressor.allreduce(grad, c, algorithm, state)
+    payload = compressor.compress(grad, state)
     if not isinstance(payload, np.ndarray) or payload.dtype.kind not in "biuf":
         raise TypeError(
             f"{type(compressor).__name__}.compress must return one numeric NumPy array (its nbytes are what travels),"
@@ -97,16 +108,19 @@ def exchange(
     return total / np.float32(p), [length * payload.itemsize for length in lengths]
 
 
-def exchange_time(algorithm: str, sizes: list[int], link: cost.Link, gathered: bool) -> float:
+def exchange_time(algorithm: str, sizes: list, link: cost.Link, gathered: bool) -> float:
     """Modelled seconds of one `exchange`: `cost.allreduce_time`, or (p−1)(α + β·max n) for a ring all-gather.
 
-    The all-gather form is the lock-step bound (every step waits for the largest payload); the sim's port rules let
-    small payloads run ahead, so the simulated time can be a little shorter.
+    ``sizes`` has one entry per rank: its payload bytes, or a tuple of them when the exchange ran several
+    collectives (PowerSGD's two all-reduces); their times add up. The all-gather form is the lock-step bound (every
+    step waits for the largest payload); the sim's port rules let small payloads run ahead, so the simulated time
+    can be a little shorter.
     """
     p = len(sizes)
+    per_collective = np.asarray(sizes, dtype=float).reshape(p, -1).T  # one row per collective, one column per rank
     if gathered:
-        return (p - 1) * float(link.message_time(max(sizes))) if p > 1 else 0.0
-    return float(cost.allreduce_time(algorithm, sizes[0], p, link))
+        return sum((p - 1) * float(link.message_time(row.max())) for row in per_collective) if p > 1 else 0.0
+    return sum(float(cost.allreduce_time(algorithm, row[0], p, link)) for row in per_collective)
 
 
 def weights_vector(model: keras.Model) -> np.ndarray:
@@ -181,6 +195,23 @@ class Replica:
         shapes = [w.shape for w in self.model.get_weights()]
         self.model.set_weights([flat[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes, strict=True)])
 
+    def optimizer_state(self) -> list[np.ndarray]:
+        """Copies of the optimizer's variables (Keras 3 ``optimizer.variables``: iteration, rate, Adam's m and v)."""
+        return [np.array(v.numpy()) for v in self.optimizer.variables]
+
+    def set_optimizer_state(self, values: list[np.ndarray]) -> None:
+        """Load what `optimizer_state` returned (from the same optimizer on the same model), so training continues."""
+        variables = self.optimizer.variables
+        have, got = [tuple(v.shape) for v in variables], [np.shape(a) for a in values]
+        if have != got:
+            raise ValueError(
+                f"the saved optimizer state has {len(got)} variables of shapes {got}, this "
+                f"{type(self.optimizer).__name__} has {len(have)} of shapes {have}: load a state saved with the same "
+                "optimizer and model"
+            )
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
 
 def _rank_exchange(c: comm.Comm, grads: list, algorithm: str, compressor: Any, states: list) -> tuple:
     return exchange(grads[c.rank], c, algorithm, compressor, states[c.rank])
@@ -207,7 +238,8 @@ class SimWorkers:
             self.replicas, start.values, strict=True
         ):  # as Horovod's broadcast_variables: rank 0's weights
             replica.set_weights_vector(flat)
-        self.states = [{"rank": r, "world_size": self.p} for r in range(self.p)]
+        shapes = [tuple(v.shape) for v in self.replicas[0].variables]  # the flat gradient's layers, for PowerSGD
+        self.states = [{"rank": r, "world_size": self.p, "shapes": shapes} for r in range(self.p)]
 
     @property
     def model(self) -> keras.Model:
@@ -284,7 +316,8 @@ class MPIWorker:
         self.link = config.link or cost.DEFAULT_LINK
         self.replica = Replica(model_fn(config.seed), make_optimizer(config.optimizer, config.learning_rate))
         self.replica.set_weights_vector(_rank_broadcast(self.comm, weights_vector(self.model)))
-        self.state = {"rank": self.rank, "world_size": self.p}
+        shapes = [tuple(v.shape) for v in self.replica.variables]  # the flat gradient's layers, for PowerSGD
+        self.state = {"rank": self.rank, "world_size": self.p, "shapes": shapes}
 
     @property
     def model(self) -> keras.Model:
