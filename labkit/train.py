@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit import collectives, cost, dataparallel, models
+from labkit import collectives, cost, dataparallel, fault, models
 from labkit.dataparallel import Compressor
 
 OPTIMIZERS = ("adam", "sgd")
@@ -52,6 +52,9 @@ class TrainConfig:
     compressor: Compressor | None = None  # None: exact float32 gradients (see dataparallel.Compressor)
     lr_schedule: Callable[[int], float] | None = None  # step → learning rate (see `warmup`); None: constant
     timeout: float = 120.0  # seconds a worker may wait for another before the run fails loudly
+    checkpoint_dir: str | os.PathLike | None = None  # None: no checkpoints; else one file there (labkit.fault)
+    checkpoint_every: int = 0  # 0: a checkpoint after each epoch only; N: also every N steps (lose at most N)
+    fail_at: tuple[int, int] | None = None  # (worker, step): that worker dies before that step (fault injection)
 
     def __post_init__(self) -> None:
         _whole(self.world_size, "world_size", "the number of workers")
@@ -80,6 +83,17 @@ class TrainConfig:
             raise TypeError("compressor needs compress(grad, state) and decompress(payload, size) methods")
         if self.lr_schedule is not None and not callable(self.lr_schedule):
             raise TypeError("lr_schedule must be a function step -> learning rate, such as train.warmup(1e-3, 100)")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be a whole number of steps >= 0, got {self.checkpoint_every!r}")
+        if self.checkpoint_every and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to write to: pass checkpoint_dir='checkpoints'")
+        if self.fail_at is not None:
+            fail = tuple(self.fail_at)
+            if len(fail) != 2 or not all(isinstance(v, int) and v >= 0 for v in fail) or fail[0] >= self.world_size:
+                raise ValueError(
+                    f"fail_at must be (worker, step) with 0 <= worker < world_size={self.world_size} and step >= 0,"
+                    f" got {self.fail_at!r}"
+                )
 
 
 def _whole(value: Any, name: str, what: str) -> None:
@@ -125,6 +139,7 @@ class History:
         config["link"] = repr(self.config.link or cost.DEFAULT_LINK)
         config["compressor"] = type(self.config.compressor).__name__ if self.config.compressor else None
         config["lr_schedule"] = getattr(self.config.lr_schedule, "__name__", None)
+        config["checkpoint_dir"] = None if self.config.checkpoint_dir is None else str(self.config.checkpoint_dir)
         return out | {"config": config, "identical": self.identical}
 
 
@@ -204,6 +219,7 @@ def train(
     model_fn: Callable[[int], Any] | None = None,
     callbacks: Sequence[Any] = (),
     progress: bool = True,
+    resume: bool = False,
     **overrides: Any,
 ) -> History:
     """Train ``model_fn(seed)`` (the article's MLP by default) on (x, y) data-parallel; the `History` of the run.
@@ -211,6 +227,11 @@ def train(
     ``overrides`` replace fields of ``config`` (``train(x, y, world_size=4)``). A callback is any object with
     ``on_step(history)`` and/or ``on_epoch(history)`` (live loss curves); ``progress`` adds the text bar (rank 0
     only under MPI). ``test=(x_test, y_test)`` adds the test accuracy after each epoch.
+
+    With ``checkpoint_dir`` set, a checkpoint (weights, optimizer state, position, history) is written there after
+    each epoch (and every ``checkpoint_every`` steps), by rank 0 only under MPI. ``resume=True`` continues from it
+    (from the start if there is none), with the same or another number of workers: the global batch, hence the
+    sequence of updates, stays the same.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     x, y = _check_data(x, y)
@@ -223,11 +244,24 @@ def train(
     nparams = sum(int(np.prod(w.shape)) for w in workers.model.trainable_variables)
     h = History(config, nparams, steps, rank=workers.rank, model=workers.model)
     callbacks = [*callbacks, *([Progress()] if progress and workers.rank == 0 else [])]
-    for epoch in range(config.epochs):
+    settings = {k: getattr(config, k) for k in fault.MUST_MATCH if k != "n_train"} | {"n_train": len(x)}
+    done = _restore(workers, h, settings) if resume and config.checkpoint_dir is not None else 0
+
+    def save(step: int) -> None:
+        if config.checkpoint_dir is not None and workers.rank == 0:  # replicas are identical: one writer is enough
+            replica = _replicas(workers)[0]
+            record = {"world_size": config.world_size, "algorithm": config.algorithm} | settings
+            lists = {k: v for k, v in h.as_dict().items() if isinstance(v, list) and k != "checksums"}
+            ckpt = fault.Checkpoint(step, replica.model.get_weights(), replica.optimizer_state(), record, lists)
+            fault.save_checkpoint(config.checkpoint_dir, ckpt)
+
+    for epoch in range(done // steps, config.epochs):
         order, start = shuffled(len(x), config.seed, epoch), time.perf_counter()
-        for s in range(steps):
+        for s in range(done % steps if epoch == done // steps else 0, steps):
             begin, idx = time.perf_counter(), order[s * config.batch_size : (s + 1) * config.batch_size]
             step = epoch * steps + s
+            if config.fail_at is not None and step == config.fail_at[1]:
+                fault.inject_failure(config, workers.rank, nparams)
             lr = config.lr_schedule(step) if config.lr_schedule else None
             loss, nbytes, modelled, seconds = workers.step(x[idx], y[idx], step, lr)
             h.loss.append(loss)
@@ -237,14 +271,36 @@ def train(
             h.step_seconds.append(time.perf_counter() - begin)
             for cb in callbacks:
                 getattr(cb, "on_step", lambda h: None)(h)
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and s + 1 < steps:
+                save(step + 1)
         h.epoch_seconds.append(max(workers.gather(time.perf_counter() - start)))  # the slowest worker's
         h.epoch_loss.append(float(np.mean(h.loss[-steps:])))
         if test is not None:
             h.epoch_accuracy.append(workers.accuracy(*test))
         for cb in callbacks:
             getattr(cb, "on_epoch", lambda h: None)(h)
+        save((epoch + 1) * steps)
     h.weights, h.checksums = workers.model.get_weights(), workers.checksums()
     return h
+
+
+def _replicas(workers: Any) -> list[dataparallel.Replica]:
+    return list(getattr(workers, "replicas", None) or [workers.replica])
+
+
+def _restore(workers: Any, h: History, settings: dict) -> int:
+    """Load the checkpoint of ``h.config.checkpoint_dir`` into every replica and ``h``; the steps it had done."""
+    ckpt = fault.load_checkpoint(h.config.checkpoint_dir)
+    if ckpt is None:
+        return 0  # nothing saved yet: start from the beginning, so that --resume is always safe to pass
+    shapes = [w.shape for w in workers.model.get_weights()]
+    fault.check_resumable(ckpt, settings, shapes, h.config.checkpoint_dir)
+    for replica in _replicas(workers):
+        replica.model.set_weights(ckpt.weights)
+        replica.set_optimizer_state(ckpt.optimizer)
+    for name, values in ckpt.history.items():
+        setattr(h, name, list(values))
+    return ckpt.step
 
 
 def under_mpiexec() -> bool:
@@ -271,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="TensorFlow threads per process (default: cores / processes)")
     parser.add_argument("--out", help="write the history (and every worker's weight checksum) here as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--checkpoint-dir", help="write a checkpoint here after each epoch (labkit.fault)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a worker waits for another")
+    parser.add_argument("--fail-rank", type=int, help="fault injection: this worker dies (SIGKILL under MPI)")
+    parser.add_argument("--fail-step", type=int, default=0, help="… before the exchange of this global step")
     args = parser.parse_args(argv)
     mpi = under_mpiexec()
     if mpi:
@@ -298,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.lr,
             optimizer=args.optimizer,
             seed=args.seed,
+            timeout=args.timeout,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            fail_at=None if args.fail_rank is None else (args.fail_rank, args.fail_step),
         )
     except (ValueError, TypeError) as e:  # the same on every rank, before any communication: no one waits
         if rank0:
@@ -308,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
         x, y = data.load(args.dataset, "train", n=args.n_train, verbose=rank0)
         test = data.load(args.dataset, "test", n=args.n_test, verbose=rank0)
-        h = train(x, y, config, test=test, progress=not args.quiet)
+        h = train(x, y, config, test=test, progress=not args.quiet, resume=args.resume)
         if args.out and h.rank == 0:
             with open(args.out, "w") as f:
                 json.dump(h.as_dict() | {"threads": threads, "dataset": args.dataset}, f)
