@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from labkit import collectives, comm, cost, import_tensorflow
+from labkit.compress.gradients import Float16  # noqa: F401  (the protocol's reference compressor, kept importable here)
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, whose start-up messages import_tensorflow keeps quiet)
@@ -60,18 +61,6 @@ class Compressor(Protocol):
     def compress(self, grad: np.ndarray, state: dict) -> np.ndarray: ...
 
     def decompress(self, payload: np.ndarray, size: int) -> np.ndarray: ...
-
-
-class Float16:
-    """The simplest compressor, and a reference for the protocol: gradients sent as float16 (half the bytes)."""
-
-    summable = True  # float16 vectors can be summed on the way, as NCCL does with half-precision gradients
-
-    def compress(self, grad: np.ndarray, state: dict) -> np.ndarray:
-        return grad.astype(np.float16)
-
-    def decompress(self, payload: np.ndarray, size: int) -> np.ndarray:
-        return payload.astype(np.float32)
 
 
 def exchange(

@@ -231,7 +231,9 @@ def train(
     With ``checkpoint_dir`` set, a checkpoint (weights, optimizer state, position, history) is written there after
     each epoch (and every ``checkpoint_every`` steps), by rank 0 only under MPI. ``resume=True`` continues from it
     (from the start if there is none), with the same or another number of workers: the global batch, hence the
-    sequence of updates, stays the same.
+    sequence of updates, stays the same. A compressor's per-worker state (error-feedback residuals, PowerSGD's Q)
+    is not saved: a resumed compressed run starts it from zero, so it is close to, not bit-identical with, an
+    uninterrupted one.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     x, y = _check_data(x, y)

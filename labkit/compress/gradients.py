@@ -26,7 +26,7 @@ import numpy as np
 
 from labkit import collectives, comm
 
-__all__ = ["ErrorFeedback", "TopK", "RandomK", "QSGD", "Sign", "PowerSGD", "wire_bytes"]
+__all__ = ["Float16", "ErrorFeedback", "TopK", "RandomK", "QSGD", "Sign", "PowerSGD", "wire_bytes"]
 
 
 def _whole(value, name: str, fix: str) -> int:
@@ -58,6 +58,18 @@ def _unbits(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
 
 def _as_bytes(*parts: np.ndarray) -> np.ndarray:
     return np.concatenate([np.ascontiguousarray(p).reshape(-1).view(np.uint8) for p in parts])
+
+
+class Float16:
+    """The simplest compressor, and a reference for the protocol: gradients sent as float16 (half the bytes)."""
+
+    summable = True  # float16 vectors can be summed on the way, as NCCL does with half-precision gradients
+
+    def compress(self, grad: np.ndarray, state: dict) -> np.ndarray:
+        return grad.astype(np.float16)
+
+    def decompress(self, payload: np.ndarray, size: int) -> np.ndarray:
+        return payload.astype(np.float32)
 
 
 class ErrorFeedback:
