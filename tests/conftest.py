@@ -5,6 +5,9 @@ import pytest
 # Tests never download anything: the data loader must fall back to what is on the machine.
 os.environ["LABKIT_OFFLINE"] = "1"
 
+# The real-browser suite is slow and needs Chromium: `make test-browser` runs it (with LABKIT_BROWSER=1).
+collect_ignore = [] if os.environ.get("LABKIT_BROWSER") else ["browser"]
+
 # Which chapters each test file belongs to, so a student can run exactly their part: `pytest -m ch03`.
 # The foundation (environment, data, lab) is chapter 0.
 CHAPTERS = {
