@@ -47,7 +47,7 @@ def mpi_hang(timeout: float = 2.0, limit: float = 120.0) -> tuple[int, str] | No
         script = Path(tmp) / "silent.py"
         script.write_text(_SILENT_MPI.format(timeout=timeout))
         argv = [launcher, "-n", "2", sys.executable, "-m", "mpi4py", str(script)]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=limit)
     said = [line for line in done.stderr.splitlines() if line.startswith("labkit:")]
     return done.returncode, said[0] if said else done.stderr.strip()[-300:]
 

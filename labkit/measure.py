@@ -173,6 +173,42 @@ def mpiexec() -> str | None:
     return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
+def _mpich_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("mpich")} if os.path.isdir("/dev/shm") else set()
+
+
+def _mapped_segments() -> set[str]:
+    """Names of /dev/shm files some live process has mapped (read from /proc/*/maps)."""
+    names: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        names.update(line.rsplit("/", 1)[-1].split()[0] for line in text.splitlines() if "/dev/shm/mpich" in line)
+    return names
+
+
+def run_mpiexec(argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv, **kwargs)`` of an mpiexec command, then remove what an aborted MPICH job leaves behind.
+
+    MPI_Abort and killed ranks do not unlink MPICH's shared-memory segments (/dev/shm/mpich_shm_*); the ones that
+    appeared during this run and that no live process still maps are deleted, so a failed job leaks nothing.
+    """
+    before = _mpich_segments()
+    try:
+        return subprocess.run(list(argv), **kwargs)
+    finally:
+        left, deadline = _mpich_segments() - before, time.monotonic() + 3.0
+        while left:  # ranks killed by the abort may take a moment to exit and unmap
+            for name in left - _mapped_segments():
+                Path("/dev/shm", name).unlink(missing_ok=True)
+            left = _mpich_segments() - before
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+
+
 def measure_mpi(
     p: int,
     algorithms: Sequence[str] = cost.ALGORITHMS,
@@ -205,7 +241,7 @@ def measure_mpi(
             "--repeats",
             str(repeats),
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        done = run_mpiexec(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0 or not out.exists():
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             raise RuntimeError(f"mpiexec -n {p} failed (exit {done.returncode}):\n{tail}")

@@ -4,7 +4,6 @@ and the scaling efficiency that the α-β model predicts."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -83,7 +82,7 @@ def launch(p: int, timeout: float = 600.0, **options: Any) -> dict:
     with tempfile.TemporaryDirectory(prefix="labkit-train-") as tmp:
         out = Path(tmp) / "history.json"
         argv = [launcher, "-n", str(p), sys.executable, "-m", "labkit.train", *flags, "--out", str(out), "--quiet"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0 or not out.exists():
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
             raise RuntimeError(f"mpiexec -n {p} python -m labkit.train failed (exit {done.returncode}):\n{tail}")

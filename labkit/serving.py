@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -234,7 +233,7 @@ def measure_serving(
         (Path(tmp) / "job.pkl").write_bytes(pickle.dumps(job))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         argv = [launcher, "-n", str(p), sys.executable, "-m", "labkit.serving", tmp]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout, env=env)
         files = [Path(tmp) / f"rank{r}.pkl" for r in range(p)]
         if done.returncode != 0 or not all(f.exists() for f in files):
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])

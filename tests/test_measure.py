@@ -1,5 +1,8 @@
 """labkit.measure: fitting and comparing are checked on synthetic times; the real runs on their structure only."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -62,3 +65,15 @@ def test_measure_mpi_runs_the_same_code_under_mpiexec():
     m = measure.measure_mpi(2, algorithms=("tree",), sizes=(4096, 65536), pingpong_sizes=(1024, 65536), repeats=2)
     assert m.transport == "mpi" and set(m.allreduce) == {("tree", 4096), ("tree", 65536)}
     assert np.isfinite(m.gamma) and m.gamma > 0
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(measure.mpiexec() is None or not os.path.isdir("/dev/shm"), reason="needs mpiexec and /dev/shm")
+def test_an_aborted_mpi_job_leaves_no_shared_memory(tmp_path):
+    script = tmp_path / "abort.py"
+    script.write_text("from mpi4py import MPI\nMPI.COMM_WORLD.Barrier()\nMPI.COMM_WORLD.Abort(3)\n")
+    before = measure._mpich_segments()
+    argv = [measure.mpiexec(), "-n", "2", sys.executable, str(script)]
+    done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert measure._mpich_segments() - before == set()
