@@ -31,10 +31,10 @@ from labkit.compress import weights as W  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 SPARSITIES = {  # per layer (dense_1, dense_2, softmax); Han et al. 2015 pruned LeNet-300-100 to 92 %, 91 %, 74 %
     "Han 92/91/74": {"dense_1": 0.92, "dense_2": 0.91, "softmax": 0.74},
-    "95/90/70": {"dense_1": 0.95, "dense_2": 0.90, "softmax": 0.70},
+    "90/88/60": {"dense_1": 0.90, "dense_2": 0.88, "softmax": 0.60},
     "80/80/50": {"dense_1": 0.80, "dense_2": 0.80, "softmax": 0.50},
 }
-BITS = (4, 5, 6)  # index bits for the codebook: 2^b − 1 shared values and the zero of padding entries
+BITS = (3, 4, 5)  # index bits for the codebook: 2^b − 1 shared values and the zero of padding entries
 GOAL_LOSS = 0.1  # points of accuracy the full pipeline may lose (Han et al. 2016 lost none on LeNet-300-100)
 
 
@@ -63,7 +63,9 @@ def main(argv=None) -> int:
     start = time.time()
     name = "mnist" if args.quick else "fashion_mnist"
     epochs = args.epochs or (2 if args.quick else 10)
-    tune = 1 if args.quick else 4  # fine-tuning epochs after each pruning step: accuracy still rises after 4
+    # Han et al. 2015 prune in several rounds and retrain after each. Measured here (full Fashion-MNIST, 92/91/74):
+    # 2 rounds of 4 epochs lost 2.0 points, 5 rounds of 3 epochs and 2 more at a tenth of the rate lost 1.2.
+    steps, tune, polish = (2, 1, 0) if args.quick else (5, 3, 2)
     (x, y), (xt, yt) = data.load(name, "train", verbose=False), data.load(name, "test", verbose=False)
     x, xt = models.flatten(x), models.flatten(xt)
     source = data.find(name, allow_download=False)
@@ -73,20 +75,27 @@ def main(argv=None) -> int:
     dense_blob = W.encode(base)
     dense_acc = accuracy(W.decode(dense_blob), xt, yt)
     rows = [("dense float32", dense_blob, dense_acc, "")]
+    longer = copy(base, 1e-3)  # the pruned models train steps·tune + polish epochs more: is the gain only that?
+    models.fit_timed(longer, x, y, epochs=steps * tune + polish)
+    extra = f"{epochs} + {steps * tune + polish} epochs, as long as the pruned models (not the goal's reference)"
+    rows.append(("dense float32, trained longer", W.encode(longer), accuracy(longer, xt, yt), extra))
     print(f"dense: {dense_acc:.4f}, {len(dense_blob):,} B ({time.time() - start:.0f} s)")
 
     sweep, pruned = [], {}
     for label, sparsity in SPARSITIES.items():
         model = copy(base, 1e-3)  # measured: a lower rate (3e-4) recovers less within the same epochs
-        masks = W.prune_and_fine_tune(model, x, y, sparsity, steps=2, epochs=tune)
+        masks = W.prune_and_fine_tune(model, x, y, sparsity, steps=steps, epochs=tune)
+        if polish:
+            model.optimizer.learning_rate = 1e-4
+            W.fine_tune(model, masks, x, y, epochs=polish)
         kept = sum(int(m.sum()) for m in masks.values()) + sum(int(np.size(v)) for v in base.get_weights()[1::2])
         blob = smallest(model, sparse=True)
         pruned[label] = (model, masks, kept)
         sweep.append((label, "float32", blob, accuracy(W.decode(blob), xt, yt), kept))
         for bits in BITS:
-            shared = copy(model, 3e-4)
+            shared = copy(model, 1e-4)
             labels = W.cluster(shared, (1 << bits) - 1, masks)
-            W.fine_tune(shared, masks, x, y, epochs=1, labels=labels)  # train the shared values (Han et al. 2016)
+            W.fine_tune(shared, masks, x, y, epochs=max(polish, 1), labels=labels)  # train the shared values (Han 2016)
             for huffman in (False, True):
                 blob = smallest(shared, sparse=True, values="codebook", clusters=(1 << bits) - 1, huffman=huffman)
                 tag = f"{bits}-bit codebook" + (" + Huffman" if huffman else "")
