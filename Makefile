@@ -10,12 +10,13 @@ LAB_ARGS ?=
 # Tests never download: the data loader falls back to the offline MNIST subset.
 export LABKIT_OFFLINE ?= 1
 
-.PHONY: lab test lint pytest nbval install clean help teacher
+.PHONY: lab test lint pytest nbval install clean help teacher test-browser
 
 help:
 	@echo "make lab    start JupyterLab on notebooks/00_welcome.ipynb (creates .venv on first use)"
 	@echo "make test   ruff, pytest tests/, and every notebook under nbval"
 	@echo "make teacher  teacher/ (solutions filled in) and student/ copies of the notebooks"
+	@echo "make test-browser  every widget in JupyterLab in headless Chromium (needs: apt-get install chromium)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "labkit needs Python 3.10 or newer; set PYTHON=python3.11 (or newer) and run make again")'
@@ -41,6 +42,12 @@ nbval: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks/
 
 test: lint pytest nbval
+
+# The widgets in a real browser: JupyterLab + Debian's Chromium, driven by Playwright (never `playwright install`).
+test-browser: $(STAMP)
+	@test -x "$${LABKIT_CHROMIUM:-/usr/bin/chromium}" || { echo "make test-browser needs Chromium: apt-get install chromium (or set LABKIT_CHROMIUM to its path)"; exit 1; }
+	$(BIN)/python -m pip install --quiet -e ".[dev,browser]"
+	LABKIT_BROWSER=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider -s
 
 teacher: $(STAMP)
 	$(BIN)/python -m labkit.teach --check

@@ -309,6 +309,8 @@ def calculator():
         if isinstance(result, str):
             return f"cannot estimate: {result}"
         head = f"{result.params / 1e9:.3g} B parameters on {values['devices']} devices: {result.memory / GB:.2f} GB"
-        return f"{head} per device, {result.traffic / GB:.3g} GB sent per step\n{result.table()}"
+        return f"{head} per device, {result.traffic / GB:,.1f} GB sent per step\n{result.table()}"
 
+    for control in controls.values():  # room for the longest label, "micro-batches"
+        control.style.description_width = "initial" if isinstance(control, w.Checkbox) else "90px"
     return Explorer(controls, draw, describe)

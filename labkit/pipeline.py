@@ -110,7 +110,11 @@ def pipeline_time(
     itemsize: int = 4,
 ) -> float:
     """Modelled time of `pipeline_forward`: Σ_s d_s + (M − 1)·max_s d_s, where d_s is what stage s spends on one
-    micro-batch of ⌈B/M⌉ rows: receiving its input (α + nβ, none on stage 0), then computing it."""
+    micro-batch of ⌈B/M⌉ rows: receiving its input (α + nβ, none on stage 0), then computing it.
+
+    Exact when M divides B; otherwise an upper bound (a few tenths of a percent here), since some micro-batches
+    have a row fewer than the ⌈B/M⌉ the formula charges for every one.
+    """
     check_micro_batches(batch, micro_batches)
     rows = -(-batch // micro_batches)
     per_stage = []

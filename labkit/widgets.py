@@ -36,6 +36,7 @@ class Explorer:
         for control in controls.values():
             control.observe(lambda _change: self.update(), names="value")
         self.widget = w.VBox([w.HBox(list(controls.values()), layout=w.Layout(flex_flow="row wrap")), self.output])
+        self.widget.add_class("labkit-explorer")  # a stable hook for tests/browser to find the live widget by
         self.update()
 
     def values(self) -> dict[str, Any]:
