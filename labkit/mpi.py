@@ -18,6 +18,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from labkit.comm import CommBase, CommError, Message, check_op, expect_like
 
+TRACE_LIMIT = 100_000  # messages kept in MPIComm.trace (about 15 MB)
 INLINE = 8192  # payloads this small travel inside the header message: one message instead of two
 MAXDIM = 8
 _HEADER = struct.Struct(f"<qq16s{MAXDIM}q48s")  # nbytes ndim dtype shape label
@@ -86,7 +88,9 @@ class MPIComm(CommBase):
         self._scratch = np.empty(0, np.uint8)
         self._dog = _Watchdog(self._comm, self.rank, timeout)
         self._dog.start()
-        self.trace: list[Message] = []  # every message this rank received; times from t0 on this rank's clock
+        # the messages this rank received, times from t0 on its clock; the newest TRACE_LIMIT only, so that a long
+        # training run under mpiexec does not grow without bound
+        self.trace: deque[Message] = deque(maxlen=TRACE_LIMIT)
         self.barrier()
         self.t0 = time.perf_counter()
 

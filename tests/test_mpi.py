@@ -129,3 +129,22 @@ def test_without_mpi4py_the_error_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(ImportError, match="pip install mpi4py mpich"):
         mpi.MPIComm()
+
+
+@needs_mpiexec
+def test_the_trace_keeps_only_the_newest_messages(tmp_path):
+    result = run_mpi(
+        tmp_path,
+        """
+        from labkit import mpi
+        mpi.TRACE_LIMIT = 5
+        short = mpi.MPIComm(timeout=float(sys.argv[1]))
+        for i in range(12):
+            short.sendrecv(np.full(3, i, np.float32), (r + 1) % p, (r - 1) % p, label=f"step {i}")
+        assert [m.label for m in short.trace] == [f"step {i}" for i in range(7, 12)], list(short.trace)
+        print("ok", r)
+        """,
+        n=2,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["0", "1", "ok", "ok"]
