@@ -167,13 +167,18 @@ def link_medians(per_rank: list[dict]) -> dict:
     return {(kind, int(n)): median_of_max([r[kind][n] for r in per_rank]) for kind in kinds for n in kinds[kind]}
 
 
-def fit(medians: dict) -> dict:
-    """{kind: Link} fitted with cost.fit_link to the (best) median times of each kind."""
+def fit(medians: dict, gamma: float = 0.0) -> dict:
+    """{kind: Link} fitted with cost.fit_link to the (best) median times of each kind, with γ = ``gamma``.
+
+    A message carries no reduction, so the ping-pong gives α and β only; the ring also adds (p−1)/p·n bytes into
+    its buffer, so the model takes γ from the NumPy add measured on this machine (seconds per reduced byte).
+    """
     kinds = sorted({kind for kind, _ in medians})
-    return {
+    fitted = {
         kind: cost.fit_link(*zip(*[(4 * n, t) for (k, n), t in sorted(medians.items()) if k == kind], strict=True))
         for kind in kinds
     }
+    return {kind: cost.Link(link.alpha, link.beta, gamma) for kind, link in fitted.items()}
 
 
 def measure_once(p: int, args, mpiexec: str | None, notes: list) -> dict:
@@ -223,7 +228,7 @@ def measure(args) -> tuple[list[dict], dict]:
         for engine in ("shm", "mpi"):
             medians = {kn: t for (e, name, kn), t in best.items() if e == engine and name == "link"}
             if medians:
-                info["links"][(p, engine)] = fit(medians)
+                info["links"][(p, engine)] = fit(medians, gamma=1 / info["memcpy"][1])
         for n in args.sizes:
             ref = best.get(("MPICH", "MPI_Allreduce", n))
             for (engine, algorithm, m), t in best.items():
@@ -284,8 +289,8 @@ def report(rows: list[dict], info: dict, args) -> str:
     lines += [
         "Columns: time = median (over repeats) of the slowest rank; algbw = n/t and busbw = algbw·2(p−1)/p in GB/s"
         " (nccl-tests); busbw/copy = busbw over the NumPy copy bandwidth; ×MPI = time / MPI_Allreduce's time (< 1:"
-        " faster); model = `cost.allreduce_time` on the ping-pong link, model×  on the ring-exchange link, each"
-        " with its error (model − measured) / measured.",
+        " faster); model = `cost.allreduce_time` on the ping-pong link, model×  on the ring-exchange link, both"
+        " with γ = 1 / (NumPy add bandwidth), each with its error (model − measured) / measured.",
     ]
     for p in args.p:
         lines += ["", f"## p = {p}", ""]
