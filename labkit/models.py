@@ -61,6 +61,22 @@ def article_mlp(seed: int = 0, first_activation: str | None = None) -> keras.Seq
     )
 
 
+def tiny_mlp(seed: int = 0, hidden: int = 10) -> keras.Sequential:
+    """784 → ``hidden`` (ReLU) → 10 (softmax): 7,960 parameters at hidden = 10, small enough for fast tests.
+
+    7,960 divides by 8, so ring chunks split evenly on up to 8 workers and simulated times equal the closed forms.
+    """
+    init = lambda i: keras.initializers.GlorotUniform(seed=seed * 10 + i)  # noqa: E731  (a seed per layer)
+    return keras.Sequential(
+        [
+            keras.Input((INPUTS,)),
+            keras.layers.Dense(hidden, activation="relu", kernel_initializer=init(0)),
+            keras.layers.Dense(CLASSES, activation="softmax", kernel_initializer=init(1)),
+        ],
+        name="tiny_mlp",
+    )
+
+
 def compile_article(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
     """Compile with the article's choices: Adam (Keras's default rate, 1e-3) and cross-entropy, plus accuracy.
 
