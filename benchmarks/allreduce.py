@@ -52,10 +52,11 @@ def allreduce_times(c, sizes: list[int], quick: bool, mpi_allreduce=None) -> dic
     for n in sizes:
         x = np.full(n, c.rank + 1.0, np.float32)
         want = c.size * (c.size + 1) / 2
+        result = np.empty_like(x)  # a receive buffer reused from repeat to repeat, as MPI_Allreduce gets below
         for name in collectives.ALGORITHMS:
-            y = collectives.allreduce(x, c, algorithm=name)
+            y = collectives.allreduce(x, c, algorithm=name, out=result)
             assert y[0] == want and y[-1] == want, (name, n)
-            call = lambda x=x, name=name: collectives.allreduce(x, c, algorithm=name)
+            call = lambda x=x, name=name, r=result: collectives.allreduce(x, c, algorithm=name, out=r)
             out[f"{name}|{n}"] = timed(c, call, repeats(n, quick))
         if mpi_allreduce is not None:
             result = np.empty_like(x)

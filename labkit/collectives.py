@@ -147,10 +147,14 @@ def ps_allreduce(x: Any, comm: Comm, op: str = "sum") -> np.ndarray:
     return buf.reshape(shape)
 
 
-def ring_allreduce(x: Any, comm: Comm, op: str = "sum") -> np.ndarray:
-    """Reduce-scatter then all-gather around a ring, p−1 steps each: 2(p−1)α + 2(p−1)/p·nβ + (p−1)/p·nγ."""
+def ring_allreduce(x: Any, comm: Comm, op: str = "sum", out: np.ndarray | None = None) -> np.ndarray:
+    """Reduce-scatter then all-gather around a ring, p−1 steps each: 2(p−1)α + 2(p−1)/p·nβ + (p−1)/p·nγ.
+
+    ``out`` (checked by `allreduce`) receives the result; a fresh array otherwise.
+    """
     source, shape = _start(x, comm, op, copy=False)
-    buf = np.empty_like(source)  # every chunk of it is written below: reduced into, or gathered
+    # every chunk of buf is written below: reduced into, or gathered
+    buf = np.empty_like(source) if out is None else out.reshape(-1)
     if comm.size == 1:
         buf[...] = source
     bounds = _chunk_bounds(buf.size, comm.size)
@@ -220,11 +224,30 @@ ALGORITHMS = {
 }
 
 
-def allreduce(x: Any, comm: Comm, algorithm: str = "ring", op: str = "sum") -> np.ndarray:
-    """Every rank gets the elementwise ``op`` (sum, max or min) of all ranks' arrays, computed by ``algorithm``."""
+def allreduce(
+    x: Any, comm: Comm, algorithm: str = "ring", op: str = "sum", out: np.ndarray | None = None
+) -> np.ndarray:
+    """Every rank gets the elementwise ``op`` (sum, max or min) of all ranks' arrays, computed by ``algorithm``.
+
+    ``out``, like MPI's receive buffer, is an array of x's shape and dtype that receives the result (and is
+    returned): reused from call to call it spares allocating, and the first writes faulting in, a fresh result. The
+    ring writes into it directly; the other algorithms copy their result there.
+    """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}: use one of {list(ALGORITHMS)}")
-    return ALGORITHMS[algorithm](x, comm, op=op)
+    if out is None:
+        return ALGORITHMS[algorithm](x, comm, op=op)
+    x = np.asarray(x)
+    if not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+        got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a C-contiguous array of x's shape and dtype {x.shape} {x.dtype}, got {got}")
+    if np.shares_memory(out, x):
+        raise ValueError("out shares memory with x: pass a separate array (in-place all-reduce is not supported)")
+    if algorithm == "ring":
+        ring_allreduce(x, comm, op=op, out=out)  # returns a reshaped view of out; hand back out itself
+        return out
+    np.copyto(out, ALGORITHMS[algorithm](x, comm, op=op))
+    return out
 
 
 # --- the other collectives ---------------------------------------------------------------------------------------

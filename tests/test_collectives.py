@@ -262,3 +262,39 @@ def test_bad_names_list_the_valid_ones():
         collectives.allreduce(np.ones(3), None, op="mean")
     with pytest.raises(CommError, match="numeric arrays only"):
         comm.run(lambda c: collectives.allreduce(np.array(["a", "b"]), c), 2)
+
+
+@pytest.mark.parametrize("algorithm", list(collectives.ALGORITHMS))
+@pytest.mark.parametrize("transport", ["sim", "shm"])
+def test_allreduce_into_out_equals_the_sum_and_reuses_the_buffer(algorithm, transport):
+    def fn(c):
+        x = np.arange(1003, dtype=np.int64).reshape(17, 59) * (c.rank + 1)
+        out = np.full_like(x, -1)
+        first = collectives.allreduce(x, c, algorithm=algorithm, out=out)
+        second = collectives.allreduce(2 * x, c, algorithm=algorithm, out=out)
+        return first is out, second is out, out
+
+    p = 3
+    run = comm.run(fn, p, transport=transport)
+    expected = 2 * np.arange(1003, dtype=np.int64).reshape(17, 59) * sum(range(1, p + 1))
+    for same_first, same_second, out in run.values:
+        assert same_first and same_second
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    "make_out, message",
+    [
+        (lambda x: np.empty(9, np.float32), "shape and dtype"),
+        (lambda x: np.empty(10, np.float64), "shape and dtype"),
+        (lambda x: np.empty(20, np.float32)[::2], "C-contiguous"),
+        (lambda x: x, "in-place"),
+    ],
+)
+def test_allreduce_out_must_fit_and_not_alias_x(make_out, message):
+    def fn(c):
+        x = np.ones(10, np.float32)
+        return collectives.allreduce(x, c, out=make_out(x))
+
+    with pytest.raises((ValueError, CommError), match=message):
+        comm.run(fn, 1)
