@@ -57,16 +57,16 @@ def _span(buf: np.ndarray, bounds: list[int], first: int, stop: int) -> np.ndarr
 def _ring_reduce_scatter(buf: np.ndarray, bounds: list[int], comm: Comm, op: str, source: np.ndarray) -> None:
     """Leave chunk ``rank`` of buf reduced over all ranks: p−1 steps, each passing one chunk to the right.
 
-    ``source`` is this rank's (flat) input; a chunk is copied into buf only just before it is reduced there, so
-    the input is never copied whole (one pass over memory fewer: it matters at tens of MB).
+    ``source`` is this rank's (flat) input; each step writes buf's chunk as the input's chunk plus what arrived, in
+    one pass (``acc=``), so the input is never copied (a pass over memory fewer: it matters at tens of MB).
     """
     p, r = comm.size, comm.rank
     for k in range(1, p):  # send the chunk finished last step; add the left neighbour's copy of the next one
         give, take = (r - k) % p, (r - k - 1) % p
         chunk_out = _span(source if k == 1 else buf, bounds, give, give + 1)
-        chunk_in = _span(buf, bounds, take, take + 1)
-        chunk_in[...] = _span(source, bounds, take, take + 1)
-        comm.sendrecv_reduce(chunk_out, (r + 1) % p, chunk_in, (r - 1) % p, op=op, label=f"reduce-scatter {k}/{p - 1}")
+        chunk_in, mine = _span(buf, bounds, take, take + 1), _span(source, bounds, take, take + 1)
+        label = f"reduce-scatter {k}/{p - 1}"  # buf's chunk ← this rank's own + what the left neighbour summed so far
+        comm.sendrecv_reduce(chunk_out, (r + 1) % p, chunk_in, (r - 1) % p, op=op, label=label, acc=mine)
 
 
 def _ring_allgather(buf: np.ndarray, bounds: list[int], comm: Comm) -> None:

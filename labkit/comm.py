@@ -56,8 +56,9 @@ class Comm(Protocol):
     """What an algorithm may use: the mpi4py-like point-to-point calls, plus fused receive-and-reduce.
 
     ``recv_reduce`` and ``sendrecv_reduce`` let a transport reduce straight out of its receive buffer (one copy
-    fewer on ``"shm"``, a modelled ``n*gamma`` on ``"sim"``); ``recv_into`` and ``sendrecv_into`` copy what
-    arrives straight into the caller's array. ``allgather_object`` exchanges small metadata
+    fewer on ``"shm"``, a modelled ``n*gamma`` on ``"sim"``): out ← out op incoming, or with ``acc=a``,
+    out ← a op incoming (one pass over memory instead of copying a into out first). ``recv_into`` and
+    ``sendrecv_into`` copy what arrives straight into the caller's array. ``allgather_object`` exchanges small metadata
     (shapes, dtypes) for consistency checks; it is not a message of the trace and costs no modelled time.
     """
 
@@ -72,10 +73,20 @@ class Comm(Protocol):
 
     def barrier(self) -> None: ...
 
-    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None: ...
+    def recv_reduce(
+        self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "", acc: np.ndarray | None = None
+    ) -> None: ...
 
     def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
+        self,
+        x: np.ndarray,
+        dst: int,
+        out: np.ndarray,
+        src: int,
+        tag: int = 0,
+        op: str = "sum",
+        label: str = "",
+        acc: np.ndarray | None = None,
     ) -> None: ...
 
     def recv_into(self, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None: ...
@@ -93,6 +104,22 @@ def check_op(op: str) -> np.ufunc:
         return OPS[op]
     except KeyError:
         raise ValueError(f"unknown op {op!r}: use one of {sorted(OPS)}") from None
+
+
+def check_acc(out: np.ndarray, acc: Any) -> None:
+    """Raise ValueError unless acc (the other operand of a reduction into out) has out's shape and dtype."""
+    if not isinstance(acc, np.ndarray) or acc.shape != out.shape or acc.dtype != out.dtype:
+        got = f"{acc.shape} {acc.dtype}" if isinstance(acc, np.ndarray) else type(acc).__name__
+        raise ValueError(f"acc must be an array of out's shape {out.shape} and dtype {out.dtype}, got {got}")
+
+
+def reduce_into(ufunc: np.ufunc, out: np.ndarray, incoming: np.ndarray, acc: np.ndarray | None) -> None:
+    """out ← acc op incoming (acc None: out op incoming); acc must have out's shape and dtype."""
+    if acc is None:
+        ufunc(out, incoming, out=out)
+        return
+    check_acc(out, acc)
+    ufunc(acc, incoming, out=out)
 
 
 def expect_like(out: np.ndarray, incoming: np.ndarray, src: int, rank: int) -> None:
@@ -127,21 +154,33 @@ class CommBase:
         """Declare that this rank computes for ``seconds``: the sim advances its clock; real transports, which
         spend the real time computing, ignore it."""
 
-    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
-        """out ← out op (the array received from src)."""
+    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "", acc=None) -> None:
+        """out ← out op (the array received from src); with ``acc``, out ← acc op it."""
         ufunc = check_op(op)
+        if acc is not None:  # before any message is taken: a bad acc leaves the mailbox as it was
+            check_acc(out, acc)
         incoming = self.recv(src, tag, label)  # type: ignore[attr-defined]
         expect_like(out, incoming, src, self.rank)
-        ufunc(out, incoming, out=out)
+        reduce_into(ufunc, out, incoming, acc)
 
     def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
+        self,
+        x: np.ndarray,
+        dst: int,
+        out: np.ndarray,
+        src: int,
+        tag: int = 0,
+        op: str = "sum",
+        label: str = "",
+        acc=None,
     ) -> None:
-        """Send x to dst while receiving from src; out ← out op (what arrived)."""
+        """Send x to dst while receiving from src; out ← out op (what arrived), or acc op it."""
         ufunc = check_op(op)
+        if acc is not None:  # before any message is taken: a bad acc leaves the mailbox as it was
+            check_acc(out, acc)
         incoming = self.sendrecv(x, dst, src, tag, label)  # type: ignore[attr-defined]
         expect_like(out, incoming, src, self.rank)
-        ufunc(out, incoming, out=out)
+        reduce_into(ufunc, out, incoming, acc)
 
     def recv_into(self, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
         """out ← the array received from src (same shape and dtype, or CommError)."""
@@ -169,12 +208,20 @@ class EagerComm(CommBase):
         return self.recv(src, tag, label)  # type: ignore[attr-defined]
 
     def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
+        self,
+        x: np.ndarray,
+        dst: int,
+        out: np.ndarray,
+        src: int,
+        tag: int = 0,
+        op: str = "sum",
+        label: str = "",
+        acc=None,
     ) -> None:
-        """Send x to dst, then reduce what src sent into out: out ← out op it."""
+        """Send x to dst, then reduce what src sent into out: out ← out op it (or acc op it)."""
         check_op(op)
         self.send(x, dst, tag, label)  # type: ignore[attr-defined]
-        self.recv_reduce(out, src, tag, op, label)
+        self.recv_reduce(out, src, tag, op, label, acc=acc)
 
     def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
         """Send x to dst, then receive what src sent straight into out."""

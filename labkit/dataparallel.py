@@ -281,9 +281,9 @@ class SentCounter:
         self.sent += np.asarray(x).nbytes
         return self.inner.sendrecv(x, dst, src, tag, label)
 
-    def sendrecv_reduce(self, x, dst, out, src, tag=0, op="sum", label=""):
+    def sendrecv_reduce(self, x, dst, out, src, tag=0, op="sum", label="", acc=None):
         self.sent += np.asarray(x).nbytes
-        return self.inner.sendrecv_reduce(x, dst, out, src, tag, op, label)
+        return self.inner.sendrecv_reduce(x, dst, out, src, tag, op, label, acc=acc)
 
     def sendrecv_into(self, x, dst, out, src, tag=0, label=""):
         self.sent += np.asarray(x).nbytes

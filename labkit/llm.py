@@ -90,8 +90,8 @@ class _Stream(EagerComm):
     def recv(self, src: int, tag: int = 0, label: str = "") -> np.ndarray:
         return self.parent.recv(self._peer(src, "src") + self.offset, tag, label)
 
-    def recv_reduce(self, out, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
-        self.parent.recv_reduce(out, self._peer(src, "src") + self.offset, tag, op, label)  # keeps the sim's nγ
+    def recv_reduce(self, out, src: int, tag: int = 0, op: str = "sum", label: str = "", acc=None) -> None:
+        self.parent.recv_reduce(out, self._peer(src, "src") + self.offset, tag, op, label, acc=acc)  # keeps the nγ
 
     def allgather_object(self, obj):
         return self.parent.allgather_object(obj)[self.offset : self.offset + self.size]

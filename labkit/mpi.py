@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.comm import CommBase, CommError, Message, check_op, expect_like
+from labkit.comm import CommBase, CommError, Message, check_acc, check_op, expect_like, reduce_into
 
 TRACE_LIMIT = 100_000  # messages kept in MPIComm.trace (about 15 MB)
 INLINE = 8192  # payloads this small travel inside the header message: one message instead of two
@@ -186,21 +186,33 @@ class MPIComm(CommBase):
         """Send x to dst while receiving from src straight into out."""
         self._into(out, self._peer(dst, "dst"), src, tag, label, None, x)
 
-    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
-        """out ← out op (the message from src), received into a scratch buffer."""
-        self._into(out, None, src, tag, label, check_op(op))
+    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "", acc=None) -> None:
+        """out ← out op (the message from src), or acc op it, received into a scratch buffer."""
+        self._into(out, None, src, tag, label, check_op(op), acc=acc)
 
     def sendrecv_reduce(
-        self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = ""
+        self,
+        x: np.ndarray,
+        dst: int,
+        out: np.ndarray,
+        src: int,
+        tag: int = 0,
+        op: str = "sum",
+        label: str = "",
+        acc=None,
     ) -> None:
-        """Send x to dst while receiving from src; out ← out op (what arrived)."""
-        self._into(out, self._peer(dst, "dst"), src, tag, label, check_op(op), x)
+        """Send x to dst while receiving from src; out ← out op (what arrived), or acc op it."""
+        self._into(out, self._peer(dst, "dst"), src, tag, label, check_op(op), x, acc)
 
-    def _into(self, out: Any, dst: int | None, src: int, tag: int, label: str, ufunc: Any, x: Any = None) -> None:
+    def _into(
+        self, out: Any, dst: int | None, src: int, tag: int, label: str, ufunc: Any, x: Any = None, acc: Any = None
+    ) -> None:
         """Receive into out (ufunc None) or reduce into it, after checking that shape and dtype agree."""
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a NumPy array to receive into, got {type(out).__name__}")
         src, tag = self._peer(src, "src"), self._tag(tag)
+        if acc is not None:
+            check_acc(out, acc)
         if ufunc is None:
             data = self._exchange(x, dst, src, tag, label, out)
             if data is not out:
@@ -208,7 +220,7 @@ class MPIComm(CommBase):
             return
         incoming = self._exchange(x, dst, src, tag, label, None)
         expect_like(out, incoming, src, self.rank)
-        ufunc(out, incoming, out=out)
+        reduce_into(ufunc, out, incoming, acc)
 
     def barrier(self) -> None:
         """MPI_Barrier."""

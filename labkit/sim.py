@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.comm import CommError, EagerComm, Message, Run, check_op, expect_like
+from labkit.comm import CommError, EagerComm, Message, Run, check_acc, check_op, expect_like, reduce_into
 
 _MISSING = object()
 
@@ -185,14 +185,16 @@ class SimComm(EagerComm):
             w.trace.append((start, end, src, r, seq, data.nbytes, sent_label, data if w.payloads else None))
         return data
 
-    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "") -> None:
-        """out ← out op (the array received from src); the reduction adds nγ to the clock."""
+    def recv_reduce(self, out: np.ndarray, src: int, tag: int = 0, op: str = "sum", label: str = "", acc=None) -> None:
+        """out ← out op (the array received from src), or acc op it; the reduction adds nγ to the clock."""
         ufunc = check_op(op)
+        if acc is not None:  # before any message is taken: a bad acc leaves the mailbox as it was
+            check_acc(out, acc)
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a NumPy array to reduce into, got {type(out).__name__}")
         incoming = self.recv(src, tag, label)
         expect_like(out, incoming, src, self.rank)
-        ufunc(out, incoming, out=out)
+        reduce_into(ufunc, out, incoming, acc)
         self._world.clock[self.rank] += out.nbytes * self._world.link.gamma
 
     def compute(self, seconds: float, label: str = "") -> None:

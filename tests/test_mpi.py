@@ -65,6 +65,8 @@ def test_point_to_point_under_mpiexec(tmp_path):
             out = np.full(n, 1.0)
             c.sendrecv_reduce(np.full(n, float(r)), right, out, left)
             assert np.array_equal(out, np.full(n, 1.0 + left))
+            c.sendrecv_reduce(np.full(n, float(r)), right, out, left, acc=np.full(n, 5.0))  # out <- acc + incoming
+            assert np.array_equal(out, np.full(n, 5.0 + left))
         if r == 0:
             c.send(np.arange(4, dtype=np.int32), 1, tag=3)
             c.send(np.ones((2, 3)).T, 1, tag=4)  # not contiguous

@@ -88,6 +88,55 @@ def test_large_messages_grow_the_mailbox_and_arrive_intact():
     assert max(m.nbytes for m in run.trace) == 64 * 2**20
 
 
+def test_large_sendrecvs_stream_in_pieces_and_any_receive_takes_them():
+    n = 3 * shmcomm.PIECE // 8 + 5  # float64: three full pieces and 5 values more
+
+    def stream(c):
+        other = 1 - c.rank
+        x = np.arange(n, dtype=np.float64).reshape(-1, 1) * (c.rank + 1)  # 2-D: pieces carry the whole shape
+        mine = np.arange(n, dtype=np.float64).reshape(-1, 1) * (other + 1)
+        out = np.full_like(x, 0.5)
+        c.sendrecv_reduce(x, other, out, other)  # both stream, interleaved
+        got = [np.array_equal(out, mine + 0.5)]
+        strided = np.zeros((n, 2))[:, :1]  # a non-contiguous out is filled too
+        c.sendrecv_into(x, other, strided, other)
+        got.append(np.array_equal(strided, mine))
+        if c.rank == 0:  # a streamed message taken by a plain recv, recv_into and recv_reduce
+            for _ in range(3):
+                c.sendrecv_into(x, 1, np.empty_like(x), 1)
+        else:
+            c.send(x, 0)
+            got.append(np.array_equal(c.recv(0), mine))
+            into = np.empty_like(x)
+            c.send(x, 0)
+            c.recv_into(into, 0)
+            got.append(np.array_equal(into, mine))
+            acc = np.ones_like(x)
+            c.send(x, 0)
+            c.recv_reduce(acc, 0)
+            got.append(np.array_equal(acc, mine + 1))
+        return got
+
+    run = comm.run(stream, 2, transport="shm")
+    assert run.values == [[True] * 2, [True] * 5]
+    assert len(run.trace) == 2 * 2 + 2 * 3  # one entry per message, not per piece
+    assert {m.nbytes for m in run.trace} == {n * 8}
+
+
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_streamed_ring_allreduce_is_exact(p):
+    n = 2 * p * shmcomm.PIECE // 8 + 1003  # each ring chunk spans more than two pieces
+
+    def ring(c):
+        x = np.arange(n, dtype=np.int64) * (c.rank + 1) - 7 * c.rank
+        expected = sum(np.arange(n, dtype=np.int64) * (r + 1) - 7 * r for r in range(c.size))
+        return bool(np.array_equal(collectives.allreduce(x, c, algorithm="ring"), expected))
+
+    run = comm.run(ring, p, transport="shm")
+    assert run.values == [True] * p
+    assert sum(m.nbytes for m in run.trace) == 2 * (p - 1) * n * 8  # every chunk passed on p − 1 times, twice
+
+
 @pytest.mark.parametrize("op", ["sum", "max", "min"])
 def test_recv_reduce_matches_numpy(op):
     rng = np.random.default_rng(0)
@@ -230,6 +279,42 @@ def test_shapes_that_differ_raise_comm_error():
 
     with pytest.raises(CommError, match=r"rank 0 sent shape \(3,\) int32, rank 1 expected \(3,\) float32"):
         comm.run(reduce_wrong, 2, transport="shm")
+
+
+@pytest.mark.parametrize("transport", ["sim", "shm"])
+def test_reductions_with_acc_write_acc_op_incoming_into_out(transport):
+    sizes = (7, 3 * shmcomm.PIECE // 8 + 1)  # whole and streamed on shm
+
+    def reduce(c):
+        other, got = 1 - c.rank, []
+        for n in sizes:
+            acc, out = np.arange(n, dtype=np.float64), np.full(n, -1.0)
+            c.sendrecv_reduce(np.full(n, c.rank + 2.0), other, out, other, op="max", acc=acc)
+            got.append(np.array_equal(out, np.maximum(acc, other + 2.0)) and np.array_equal(acc, np.arange(n)))
+            strided = np.zeros((n, 2))[:, 0]  # a non-contiguous out, acc read piece by piece
+            c.sendrecv_reduce(np.full(n, 1.0), other, strided, other, acc=acc)
+            got.append(np.array_equal(strided, acc + 1))
+            if c.rank == 0:
+                c.send(np.full(n, 3.0), 1)
+            else:
+                c.recv_reduce(out, 0, acc=acc)
+                got.append(np.array_equal(out, acc + 3))
+        with pytest.raises(ValueError, match="acc must be an array of out's shape"):
+            c.recv_reduce(np.zeros(3), other, acc=np.zeros(4))
+        return all(got)
+
+    assert comm.run(reduce, 2, transport=transport).values == [True, True]
+
+
+def test_streamed_messages_of_different_sizes_raise_comm_error():
+    n = 2 * shmcomm.PIECE // 4
+
+    def uneven(c):
+        x = np.ones(n - 5 * c.rank, np.float32)  # rank 1's is 20 bytes shorter: its last piece is short
+        c.sendrecv_reduce(x, 1 - c.rank, x.copy(), 1 - c.rank)
+
+    with pytest.raises(CommError, match="same shape and dtype"):
+        comm.run(uneven, 2, transport="shm", timeout=20)
 
 
 def test_a_rank_that_raises_fails_every_rank(tmp_path):

@@ -40,6 +40,9 @@ __all__ = [
     "prune",
     "fine_tune",
     "prune_and_fine_tune",
+    "sparsity_at",
+    "gradual_prune",
+    "train_codebook",
     "kmeans_1d",
     "cluster",
     "Quantized",
@@ -102,9 +105,51 @@ def prune(model, sparsity: float | dict, scope: str = "layer") -> dict[str, np.n
     return masks
 
 
+@contextlib.contextmanager
+def _zeros_held(model, masks: dict):
+    """Within the block every masked kernel is multiplied by its mask after each optimizer step, inside the
+    compiled train step (a Keras variable constraint; the masks are variables the caller may reassign)."""
+    import keras
+
+    held = {}
+    for layer in dense_layers(model):
+        if layer.name in masks:
+            held[layer.name] = keras.Variable(np.asarray(masks[layer.name], np.float32), trainable=False)
+            layer.kernel.assign(np.asarray(layer.kernel) * masks[layer.name])
+    old = {layer.name: layer.kernel.constraint for layer in dense_layers(model)}
+    for layer in dense_layers(model):
+        if layer.name in held:
+            layer.kernel.constraint = lambda w, m=held[layer.name]: w * m
+    model.train_function = None  # retrace: the constraint is part of the compiled step
+    try:
+        yield held
+    finally:
+        for layer in dense_layers(model):
+            layer.kernel.constraint = old[layer.name]
+        model.train_function = None
+
+
+def _decay(steps: int, final_learning_rate: float | None):
+    """A Keras callback that lowers the optimizer's rate geometrically to ``final_learning_rate`` at the last step."""
+    import keras
+
+    class Decay(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.step, self.lr0 = 0, float(np.asarray(self.model.optimizer.learning_rate))
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if final_learning_rate is not None:
+                rate = self.lr0 * (final_learning_rate / self.lr0) ** (self.step / max(steps - 1, 1))
+                self.model.optimizer.learning_rate = rate
+            self.step += 1
+
+    return Decay()
+
+
 def _projector(masks: dict, labels: dict | None):
     """A Keras callback that, after every optimizer step, zeroes the pruned weights and (with ``labels``)
-    replaces each weight by its cluster's mean, so the shared values are trained as Han et al. 2016 do."""
+    replaces each weight by its cluster's mean: a shortcut; Han et al. 2016 train the centroids themselves
+    (`train_codebook`)."""
     import keras
 
     class Project(keras.callbacks.Callback):
@@ -122,12 +167,29 @@ def _projector(masks: dict, labels: dict | None):
     return Project()
 
 
-def fine_tune(model, masks: dict, x, y, epochs: int = 1, batch_size: int = 64, labels: dict | None = None):
-    """Train a compiled model with the masks (and cluster labels) re-applied after every step; returns history."""
-    callback = _projector(masks, labels)
-    callback.set_model(model)
-    callback.on_train_batch_end(0)  # the constraint holds before the first step too
-    return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[callback]).history
+def fine_tune(
+    model,
+    masks: dict,
+    x,
+    y,
+    epochs: int = 1,
+    batch_size: int = 64,
+    labels: dict | None = None,
+    final_learning_rate: float | None = None,
+):
+    """Train a compiled model with the masks (and cluster labels) re-applied after every step; returns history.
+
+    ``final_learning_rate``: the optimizer's rate decays geometrically to it by the last step (None: constant).
+    """
+    steps = epochs * int(np.ceil(len(x) / batch_size))
+    callbacks = [_decay(steps, final_learning_rate)] if final_learning_rate is not None else []
+    if labels:
+        callback = _projector(masks, labels)
+        callback.set_model(model)
+        callback.on_train_batch_end(0)  # the constraint holds before the first step too
+        return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks + [callback]).history
+    with _zeros_held(model, masks):
+        return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks).history
 
 
 def prune_and_fine_tune(
@@ -143,6 +205,132 @@ def prune_and_fine_tune(
         masks = prune(model, target, scope)
         fine_tune(model, masks, x, y, epochs, batch_size)
     return masks
+
+
+def sparsity_at(step: int, steps: int, final: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta 2017's cubic schedule: s_t = s_f + (s_i − s_f)·(1 − t/T)³ for t ≤ T, then s_f.
+
+    Fast at first, while many redundant weights are left, and slow at the end, when every one removed hurts.
+    """
+    t = min(max(step, 0), steps) / max(steps, 1)
+    return final + (initial - final) * (1 - t) ** 3
+
+
+def gradual_prune(
+    model,
+    x,
+    y,
+    sparsity: float | dict,
+    epochs: int = 1,
+    frequency: int = 100,
+    scope: str = "layer",
+    batch_size: int = 64,
+) -> dict:
+    """Gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune"): train ``epochs`` while the sparsity rises
+    from 0 to the target by `sparsity_at`, the masks recomputed by magnitude every ``frequency`` steps and
+    re-applied after every step; returns the final masks (fine-tune at them afterwards, with a decaying rate)."""
+    import keras
+
+    if frequency < 1:
+        raise ValueError(f"frequency is in optimizer steps and must be ≥ 1, got {frequency}")
+    names = [layer.name for layer in dense_layers(model)]
+    final = sparsity if isinstance(sparsity, dict) else ({n: sparsity for n in names} if scope == "layer" else None)
+    total = epochs * int(np.ceil(len(x) / batch_size))
+    ramp = max(total - frequency, 1)  # the last update reaches the target with at least `frequency` steps to spare
+    masks = prune(model, 0.0 if final is None else {n: 0.0 for n in final}, scope)
+
+    def target(step):
+        if final is None:
+            return sparsity_at(step, ramp, float(sparsity))
+        return {n: sparsity_at(step, ramp, float(s)) for n, s in final.items()}
+
+    class Gradual(keras.callbacks.Callback):
+        step = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if self.step % frequency == 0 and self.step <= ramp + frequency:
+                masks.update(magnitude_masks(_kernels(self.model), target(self.step), scope))
+                for layer in dense_layers(self.model):
+                    if layer.name in held:
+                        held[layer.name].assign(masks[layer.name].astype(np.float32))
+                        layer.kernel.assign(np.asarray(layer.kernel) * masks[layer.name])
+
+    with _zeros_held(model, masks) as held:
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[Gradual()])
+    masks.update(prune(model, target(total), scope))  # exactly the target, whatever the step count
+    return masks
+
+
+def train_codebook(
+    model,
+    labels: dict,
+    x,
+    y,
+    epochs: int = 1,
+    batch_size: int = 64,
+    learning_rate: float = 1e-4,
+    masks: dict | None = None,
+    seed: int = 0,
+) -> list[float]:
+    """Han et al. 2016's trained quantisation: the shared values (centroids) are the trained parameters.
+
+    Each clustered kernel is W = c[labels] (0 where labels = −1); the gradient of centroid k is the sum of the
+    gradients of its weights, ∂L/∂c_k = Σ_{i: label_i = k} ∂L/∂W_i (their eq. 3), and Adam updates the centroids;
+    biases and unclustered kernels (kept at ``masks``) train as usual. Returns the mean loss of each epoch.
+    """
+    import keras
+    import tensorflow as tf
+
+    shared = [layer for layer in dense_layers(model) if layer.name in labels]
+    index, books = {}, {}
+    for layer in shared:  # centroid k+1 = mean of its weights; slot 0 is the pruned zero and is never trained
+        lab = np.asarray(labels[layer.name]).ravel() + 1
+        w = np.asarray(layer.kernel).ravel()
+        means = np.bincount(lab, weights=w) / np.maximum(np.bincount(lab), 1)
+        index[layer.name] = tf.constant(lab, tf.int32)
+        books[layer.name] = keras.Variable(means[1:].astype(np.float32), name=f"{layer.name}_codebook")
+    kernels = [layer.kernel for layer in shared]
+    others = [v for v in model.trainable_variables if all(v is not k for k in kernels)]
+    masked = [  # pruned kernels that are not shared keep their zeros
+        (layer.kernel, tf.constant(masks[layer.name], tf.float32))
+        for layer in dense_layers(model)
+        if masks and layer.name in masks and layer.name not in labels
+    ]
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build([books[layer.name] for layer in shared] + others)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    def write_kernels():
+        for layer in shared:
+            book = tf.concat([tf.zeros(1), books[layer.name].value], 0)
+            layer.kernel.assign(tf.reshape(tf.gather(book, index[layer.name]), layer.kernel.shape))
+        for kernel, mask in masked:
+            kernel.assign(kernel * mask)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grad_w, grad_o = tape.gradient(loss, [kernels, others])
+        grad_c = [  # Σ of the gradients per cluster; segment 0 (pruned) is dropped
+            tf.math.unsorted_segment_sum(tf.reshape(g, [-1]), index[layer.name], books[layer.name].shape[0] + 1)[1:]
+            for layer, g in zip(shared, grad_w, strict=True)
+        ]
+        optimizer.apply(grad_c + grad_o, [books[layer.name] for layer in shared] + others)
+        write_kernels()
+        return loss
+
+    write_kernels()
+    rng, x, y = np.random.default_rng(seed), np.asarray(x, np.float32), np.asarray(y)
+    history = []
+    for _ in range(epochs):
+        order, losses = rng.permutation(len(x)), []
+        for start in range(0, len(x), batch_size):
+            batch = order[start : start + batch_size]
+            losses.append(float(step(tf.constant(x[batch]), tf.constant(y[batch]))))
+        history.append(float(np.mean(losses)))
+    return history
 
 
 def _nearest(v: np.ndarray, sorted_centroids: np.ndarray) -> np.ndarray:
