@@ -76,9 +76,14 @@ def exchange(c, sizes: list[int], quick: bool) -> dict:
     return {str(n): [lkm.exchange_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
 
 
+def reduce(c, sizes: list[int], quick: bool) -> dict:
+    """Time of the ring's reduction (out ← mine + incoming) with every rank adding at once: the data for γ."""
+    return {str(n): [lkm.reduce_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
+
+
 def links(c, quick: bool) -> dict:
-    """Ping-pong (ranks 0 and 1) and ring-exchange times, the data for the two fitted links."""
-    return {"ping-pong": pingpong(c, PINGPONG, quick), "exchange": exchange(c, PINGPONG, quick)}
+    """Ping-pong (ranks 0 and 1), ring-exchange and reduction times, the data for the fitted links and γ."""
+    return {k: f(c, PINGPONG, quick) for k, f in (("ping-pong", pingpong), ("exchange", exchange), ("reduce", reduce))}
 
 
 def shm_world(c, sizes, quick):
@@ -168,18 +173,18 @@ def link_medians(per_rank: list[dict]) -> dict:
     return {(kind, int(n)): median_of_max([r[kind][n] for r in per_rank]) for kind in kinds for n in kinds[kind]}
 
 
-def fit(medians: dict, gamma: float = 0.0) -> dict:
-    """{kind: Link} fitted with cost.fit_link to the (best) median times of each kind, with γ = ``gamma``.
+def fit(medians: dict) -> dict:
+    """{kind: Link} fitted with cost.fit_link to the (best) median times of the ping-pong and of the exchange.
 
-    A message carries no reduction, so the ping-pong gives α and β only; the ring also adds (p−1)/p·n bytes into
-    its buffer, so the model takes γ from the NumPy add measured on this machine (seconds per reduced byte).
+    A message carries no reduction, so they give α and β only; the ring also adds (p−1)/p·n bytes, so γ is the
+    slope fit_link finds in the times of that reduction, measured with every rank adding at once.
     """
-    kinds = sorted({kind for kind, _ in medians})
-    fitted = {
-        kind: cost.fit_link(*zip(*[(4 * n, t) for (k, n), t in sorted(medians.items()) if k == kind], strict=True))
-        for kind in kinds
-    }
-    return {kind: cost.Link(link.alpha, link.beta, gamma) for kind, link in fitted.items()}
+
+    def line(kind: str) -> cost.Link:
+        return cost.fit_link(*zip(*[(4 * n, t) for (k, n), t in sorted(medians.items()) if k == kind], strict=True))
+
+    gamma = line("reduce").beta
+    return {kind: cost.Link(line(kind).alpha, line(kind).beta, gamma) for kind in ("ping-pong", "exchange")}
 
 
 def measure_once(p: int, args, mpiexec: str | None, notes: list) -> dict:
@@ -229,7 +234,7 @@ def measure(args) -> tuple[list[dict], dict]:
         for engine in ("shm", "mpi"):
             medians = {kn: t for (e, name, kn), t in best.items() if e == engine and name == "link"}
             if medians:
-                info["links"][(p, engine)] = fit(medians, gamma=1 / info["memcpy"][1])
+                info["links"][(p, engine)] = fit(medians)
         for n in args.sizes:
             ref = best.get(("MPICH", "MPI_Allreduce", n))
             for (engine, algorithm, m), t in best.items():
@@ -280,7 +285,8 @@ def report(rows: list[dict], info: dict, args) -> str:
         f" after: {', '.join(f'{x:.2f}' for x in info['load'][1])} (other work on the machine skews every time).",
         "",
         "Links fitted with `cost.fit_link` (one-way times: half a ping-pong between ranks 0 and 1; one ring step of"
-        " `sendrecv` with every rank busy):",
+        " `sendrecv_into` with every rank busy; γ: the slope of the ring's reduction out ← mine + incoming, every"
+        " rank adding at once):",
         "",
     ]
     for (p, engine), kinds in sorted(info["links"].items()):
@@ -291,7 +297,7 @@ def report(rows: list[dict], info: dict, args) -> str:
         "Columns: time = median (over repeats) of the slowest rank; algbw = n/t and busbw = algbw·2(p−1)/p in GB/s"
         " (nccl-tests); busbw/copy = busbw over the NumPy copy bandwidth; ×MPI = time / MPI_Allreduce's time (< 1:"
         " faster); model = `cost.allreduce_time` on the ping-pong link, model×  on the ring-exchange link, both"
-        " with γ = 1 / (NumPy add bandwidth), each with its error (model − measured) / measured.",
+        " with the fitted γ, each with its error (model − measured) / measured.",
     ]
     for p in args.p:
         lines += ["", f"## p = {p}", ""]
@@ -340,6 +346,28 @@ def goals(rows: list[dict], copy: float) -> list[str]:
         if fit:
             errors = ", ".join(f"p={r['p']} {_size(r['bytes'])} {r[key]:+.0%}" for r in fit)
             out.append(f"- α-β model of the shm ring on the {what}, ≥ 1 MB (goal within ±20 %): {errors}.")
+    out += [f"- {line}" for line in unreachable(ring)]
+    return out
+
+
+def unreachable(ring: list[dict], within: float = 0.2) -> list[str]:
+    """Pairs of sizes no α-β-γ model can predict both within ±``within``: the model's time α' + β'·n (α', β' ≥ 0)
+    grows at most in proportion to n, so T(n₂)/T(n₁) > (1 + within)/(1 − within) · n₂/n₁ (a step into slower
+    memory: the caches hold the smaller size, not the larger) puts one of the two outside."""
+    out = []
+    for p in sorted({r["p"] for r in ring}):
+        rs = sorted((r for r in ring if r["p"] == p and r["bytes"] >= 10**6), key=lambda r: r["bytes"])
+        pairs = [(a, b) for i, a in enumerate(rs) for b in rs[i + 1 :]]
+        if not pairs:
+            continue
+        a, b = max(pairs, key=lambda ab: ab[1]["time_s"] / ab[0]["time_s"] / (ab[1]["bytes"] / ab[0]["bytes"]))
+        growth, sizes = b["time_s"] / a["time_s"], b["bytes"] / a["bytes"]
+        verdict = "no" if growth > (1 + within) / (1 - within) * sizes else "some"
+        out.append(
+            f"p={p}: {_size(a['bytes'])} → {_size(b['bytes'])} took {growth:.1f}× as long for {sizes:.1f}× the bytes:"
+            f" {verdict} α-β-γ model can be within ±{within:.0%} of both (it allows at most"
+            f" {(1 + within) / (1 - within) * sizes:.1f}×)."
+        )
     return out
 
 

@@ -94,12 +94,14 @@ def pingpong_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dic
 
 
 def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
-    """Median time of one ring step: every rank sends to its right neighbour while receiving from its left."""
+    """Median time of one ring step: every rank sends to its right neighbour while receiving from its left, into
+    an array it reuses (``sendrecv_into``, as the ring's all-gather steps do)."""
     right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
     out = {}
     for nbytes in sizes:
-        x = np.ones(nbytes, np.uint8)
-        out[int(nbytes)] = float(np.median(timed(c, lambda x=x: c.sendrecv(x, right, left), repeats)))
+        x, into = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
+        call = lambda x=x, into=into: c.sendrecv_into(x, right, into, left)  # noqa: E731
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
     return out
 
 
@@ -112,6 +114,17 @@ def reduce_gamma(nbytes: int = 1 << 24, repeats: int = 10) -> float:
         np.add(a, b, out=a)
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:])) / nbytes
+
+
+def reduce_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+    """Median time of the ring's reduction, out ← mine + incoming over float32 arrays of each size in bytes, with
+    every rank adding at once (they share the memory bus and, when ranks outnumber cores, the cores)."""
+    out = {}
+    for nbytes in sizes:
+        mine, incoming, into = (np.ones(nbytes // 4, np.float32) for _ in range(3))
+        call = lambda a=mine, b=incoming, o=into: np.add(a, b, out=o)  # noqa: E731
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
+    return out
 
 
 def allreduce_times(

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from labkit import cost, measure, plots
+from labkit import comm, cost, measure, plots
 
 LINK = cost.Link(alpha=20e-6, beta=1 / 5e9, gamma=1 / 20e9)
 
@@ -48,6 +48,17 @@ def test_plot_measured_draws_dots_and_model_lines():
 def test_reduce_gamma_is_a_positive_time_per_byte():
     g = measure.reduce_gamma(nbytes=1 << 16, repeats=3)
     assert 0 < g < 1e-6  # under a microsecond per byte on anything that runs Python
+
+
+def test_reduce_and_exchange_times_are_measured_on_every_rank_at_once():
+    def both(c):
+        sizes = (1 << 12, 1 << 21)  # the larger one streams in pieces on shm
+        return measure.reduce_times(c, sizes, repeats=2), measure.exchange_times(c, sizes, repeats=2)
+
+    values = comm.run(both, 2, transport="shm").values
+    assert values[0] == values[1]  # every rank returns the slowest rank's medians
+    for times in values[0]:
+        assert set(times) == {1 << 12, 1 << 21} and all(0 < t < 1 for t in times.values())
 
 
 def test_measure_shm_returns_every_algorithm_and_size():
