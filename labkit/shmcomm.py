@@ -12,10 +12,11 @@ all ``SLOTS`` slots to that peer are full, so a ``sendrecv`` in which both ranks
 
 Streaming. A ``sendrecv`` (and its ``_reduce``/``_into`` forms) of more than ``PIECE`` bytes sends its array in
 pieces, one ahead of the pieces it receives, so the mailboxes stay small enough to stay in the CPU's cache instead of
-round-tripping through main memory: on this 2-core machine a 32 MiB exchange-and-add took 6.8 ms whole and 4.4 ms
-in 1 MiB pieces, a 64 MiB ring all-reduce 18-20 ms and 12 ms at p = 2, 60 ms and 42 ms at p = 4. Every header carries the whole message's shape and the piece's offset, so any receive (``recv``,
-``recv_into``, ``recv_reduce``) takes a streamed message as well as a whole one; the trace has one entry per
-message, not per piece. A plain ``send`` never streams: it must return before the receiver starts.
+round-tripping through main memory. On this 2-core machine a 32 MiB exchange-and-add took 6.8 ms whole and 4.4 ms
+in 1 MiB pieces; a 64 MiB ring all-reduce 18-20 ms and 12 ms at p = 2, 60 ms and 42 ms at p = 4. Every header
+carries the whole message's shape and the piece's offset, so any receive (``recv``, ``recv_into``,
+``recv_reduce``) takes a streamed message as well as a whole one; the trace has one entry per message, not per
+piece. A plain ``send`` never streams: it must return before the receiver starts.
 
 Waiting spins on a counter for ``SPIN_S`` seconds (only when every rank has a core of its own), then yields the
 core for up to ``YIELD_S``, then sleeps a little longer each time, checking the run's abort flag and the timeout.
