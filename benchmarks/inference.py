@@ -102,7 +102,7 @@ def oversubscribed(times: dict, batch: int) -> list[str]:
         if p > cores and fitting and ("data", batch) in got:
             lines.append(
                 f"- {transport}: {p} replicas take {_ms(got[('data', batch)])} ms for B = {batch}, {cores} take "
-                f"{_ms(fitting)} ms: with {cores} cores, more replicas only take turns (the model assumes a core each)."
+                f"{_ms(fitting)} ms: with {cores} cores, more replicas only take turns (the model's `cores={cores}`)."
             )
     return ["More ranks than cores:", "", *lines, ""] if lines else []
 
@@ -120,8 +120,9 @@ def report(found: dict, args, info: dict) -> str:
         f"{', '.join(f'{v:.2f}' for v in info['load'][1])} (other work on the machine skews every time).",
         "",
         f"**This machine has {os.cpu_count()} cores: at most {os.cpu_count()} ranks run at once.** With more ranks "
-        "than cores the ranks take turns on the cores, which neither the α-β model nor `Device` describes: those rows "
-        "show what oversubscription costs, not what as many devices would do.",
+        "than cores the ranks take turns on the cores: the model is told so (`predict_time(..., cores=...)`: each "
+        "rank computes p / cores times slower; the links were measured with the same crowding), and those rows show "
+        "what oversubscription costs, not what as many devices would do.",
         "",
         f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
         f"{device.overhead * 1e6:.2f} µs per layer call. Links fitted to labkit's ring all-reduce of 4 kB to "
@@ -137,7 +138,7 @@ def report(found: dict, args, info: dict) -> str:
         (link, p2p), met = chosen[(transport, p)], []
         for (scheme, b), t in sorted(times.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
             one = found["single"][("single", b)]
-            predicted = serving.predict_time(scheme, b, layers, p, link, device, p2p=p2p)
+            predicted = serving.predict_time(scheme, b, layers, p, link, device, p2p=p2p, cores=os.cpu_count())
             error = (predicted - t) / t
             if b >= 64:
                 met.append((scheme, b, abs(error) <= GOAL))

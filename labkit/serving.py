@@ -130,14 +130,19 @@ def predict_time(
     device: tp.Device | None = None,
     micro_batches: int | None = None,
     p2p: cost.Link | None = None,
+    cores: int | None = None,
 ) -> float:
     """The α-β model of one batch: the busiest rank's compute (`Device`) plus the ring collectives on ``link``.
 
     A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece; a row-split layer all-reduces
     its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its single
     messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
+
+    ``cores``: how many cores the p ranks share (default: one each). With fewer cores than ranks the ranks take
+    turns, so every rank computes p / cores times slower (`shared_device`); the links, measured on the same
+    crowded machine, already include what the turns cost the messages.
     """
-    device = device or tp.DEFAULT_DEVICE
+    device = shared_device(device or tp.DEFAULT_DEVICE, p, cores)
     if scheme == "pipeline":
         m = micro_batches or default_micro_batches(batch, p)
         return pl.pipeline_time(layers, batch, p, m, p2p or link, device)
@@ -153,6 +158,16 @@ def predict_time(
         elif how in ("row", "pair-row"):
             total += cost.allreduce_time("ring", nbytes, p, link)
     return total
+
+
+def shared_device(device: tp.Device, p: int, cores: int | None) -> tp.Device:
+    """The device each of p ranks sees on ``cores`` cores: p / cores times slower when ranks outnumber cores."""
+    if cores is None or p <= cores:
+        return device
+    if int(cores) < 1:
+        raise ValueError(f"cores must be ≥ 1 (or None: a core per rank), got {cores}")
+    share = p / int(cores)
+    return tp.Device(flops=device.flops / share, overhead=device.overhead * share)
 
 
 # --- measuring on real processes -----------------------------------------------------------------------------------
@@ -176,10 +191,11 @@ def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batc
     """On every rank: each scheme at each batch size, answers kept from a first call, then timed.
 
     A batch is done when every rank is: `measure.timed` times the call *and a barrier after it*, less an empty
-    barrier's time. Without it, replicas that take turns on too few cores each time only their own turn."""
+    barrier's time (its fastest, so that noise in the barrier cannot make a short call's time negative). Without
+    it, replicas that take turns on too few cores each time only their own turn."""
     times, outputs = {}, {}
     with single_threaded():
-        barrier = float(np.median(measure.timed(c, c.barrier, 50)))
+        barrier = float(np.min(measure.timed(c, c.barrier, 50)))
         for scheme in schemes:
             for b in batches:
                 serve_b, xb = make_server(scheme, layers, c.size, c.rank, micro_batches), x[:b]

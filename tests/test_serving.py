@@ -141,3 +141,20 @@ def test_latency_throughput_figure_and_table():
     assert ("modelled", "tensor", 64, times[("tensor", 64)], 64 / times[("tensor", 64)]) in rows
     text = serving.format_times(times, predicted=times)
     assert text.splitlines()[0].split()[:3] == ["batch", "data", "model"] and len(text.splitlines()) == 3
+
+
+def test_ranks_sharing_cores_compute_p_over_cores_times_slower():
+    device, link, free = tp.Device(flops=5e10, overhead=3e-6), cost.Link(2e-5, 1e-9), cost.Link(0, 0)
+    for scheme in ("data", "tensor", "tensor-column", "tensor-row", "pipeline"):
+        p = 3 if scheme == "pipeline" else 4  # three layers: at most three stages
+        plain = serving.predict_time(scheme, 64, LAYERS, p, free, device)
+        assert serving.predict_time(scheme, 64, LAYERS, p, free, device, cores=2) == pytest.approx(p / 2 * plain)
+        assert serving.predict_time(scheme, 64, LAYERS, p, link, device, cores=p) == serving.predict_time(
+            scheme, 64, LAYERS, p, link, device
+        )  # a core each: nothing changes
+    instant = tp.Device(flops=float("inf"), overhead=0.0)  # the messages alone are not slowed by the turns
+    assert serving.predict_time("tensor", 64, LAYERS, 4, link, instant, cores=1) == serving.predict_time(
+        "tensor", 64, LAYERS, 4, link, instant
+    )
+    with pytest.raises(ValueError, match="cores must be ≥ 1"):
+        serving.predict_time("data", 64, LAYERS, 4, link, device, cores=0)
