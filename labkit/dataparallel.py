@@ -113,12 +113,14 @@ def exchange_time(algorithm: str, sizes: list, link: cost.Link, gathered: bool) 
 
 
 def weights_vector(model: keras.Model) -> np.ndarray:
-    """Every weight of the model, flattened and concatenated (float32)."""
-    return np.concatenate([np.ravel(w).astype(np.float32) for w in model.get_weights()])
+    """Every weight of the model, flattened and concatenated (in the model's dtype: float32 unless Keras's floatx
+    was set to float64 before the model was built)."""
+    weights = model.get_weights()
+    return np.concatenate([np.ravel(w) for w in weights]).astype(np.result_type(*weights), copy=False)
 
 
 def checksum(model: keras.Model) -> str:
-    """sha256 of the model's weights as float32 bytes: equal checksums mean bit-identical replicas."""
+    """sha256 of the model's weights as stored: equal checksums mean bit-identical replicas."""
     return hashlib.sha256(weights_vector(model).tobytes()).hexdigest()
 
 
@@ -170,7 +172,7 @@ class Replica:
         """One optimizer step with the averaged gradient (at ``learning_rate`` if a schedule gives one)."""
         if learning_rate is not None:
             self.optimizer.learning_rate = learning_rate
-        self._apply(tf.constant(flat, tf.float32))
+        self._apply(tf.constant(flat, self.variables[0].dtype))  # float32, or float64 under floatx "float64"
 
     def correct(self, x: np.ndarray, y: np.ndarray, chunk: int = 2000) -> int:
         """How many of (x, y) the model classifies right."""

@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,21 +189,37 @@ def single_threaded():
 
 
 def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batches) -> dict:
-    """On every rank: each scheme at each batch size, answers kept from a first call, then timed.
-
-    A batch is done when every rank is: `measure.timed` times the call *and a barrier after it*, less an empty
-    barrier's time (its fastest, so that noise in the barrier cannot make a short call's time negative). Without
-    it, replicas that take turns on too few cores each time only their own turn."""
+    """On every rank: each scheme at each batch size, answers kept from a first call, then timed (`batch_time`)."""
     times, outputs = {}, {}
     with single_threaded():
-        barrier = float(np.min(measure.timed(c, c.barrier, 50)))
         for scheme in schemes:
             for b in batches:
                 serve_b, xb = make_server(scheme, layers, c.size, c.rank, micro_batches), x[:b]
                 outputs[(scheme, b)] = serve_b(xb, c)
-                call = lambda f=serve_b, xb=xb: (f(xb, c), c.barrier())
-                times[(scheme, b)] = float(np.median(measure.timed(c, call, repeats or repeats_for(b)))) - barrier
+                times[(scheme, b)] = batch_time(c, lambda f=serve_b, xb=xb: f(xb, c), repeats or repeats_for(b))
     return {"times": times, "outputs": outputs}
+
+
+def batch_time(c: comm.Comm, call, repeats: int, warmup: int = 2) -> float:
+    """Median seconds until every rank has finished ``call``: each repeat times the call *and a barrier after it*
+    (without it, ranks that take turns on too few cores would each time only their own turn); an empty barrier
+    right after each repeat measures what the barrier itself costs. The result is the median of the slowest rank's
+    call-and-barrier less the fastest empty barrier (the least noisy estimate of the barrier: a busy machine makes
+    some barriers slow, and subtracting those could leave a short call with a negative time)."""
+    for _ in range(warmup):
+        call()
+    both, empty = [], []
+    for _ in range(repeats):
+        c.barrier()
+        start = time.perf_counter()
+        call()
+        c.barrier()
+        middle = time.perf_counter()
+        c.barrier()
+        both.append(middle - start)
+        empty.append(time.perf_counter() - middle)
+    slowest = np.max(np.array(c.allgather_object((both, empty))), axis=0)
+    return float(np.median(slowest[0]) - np.min(slowest[1]))
 
 
 @dataclass

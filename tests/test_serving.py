@@ -99,7 +99,7 @@ def test_every_scheme_on_real_processes_without_tensorflow():
 
 
 def test_measured_on_shm_with_answers_checked():
-    measured = serving.measure_serving(LAYERS, 2, X, batches=(1, 16), repeats=2)
+    measured = serving.measure_serving(LAYERS, 2, X, batches=(1, 16), repeats=6)
     assert set(measured.times) == {(s, b) for s in ("data", "tensor", "pipeline") for b in (1, 16)}
     assert all(t > 0 for t in measured.times.values())
     for (_, b), output in measured.outputs.items():
@@ -158,3 +158,14 @@ def test_ranks_sharing_cores_compute_p_over_cores_times_slower():
     )
     with pytest.raises(ValueError, match="cores must be ≥ 1"):
         serving.predict_time("data", 64, LAYERS, 4, link, device, cores=0)
+
+
+def test_batch_time_is_the_slowest_rank_less_an_empty_barrier():
+    import time
+
+    def timed(c):
+        return serving.batch_time(c, lambda: time.sleep(0.02 if c.rank == 1 else 0.0), repeats=3)
+
+    values = comm.run(timed, 2, transport="shm").values
+    assert values[0] == values[1]  # both ranks report the slowest rank's median
+    assert 0.02 <= values[0] < 0.5

@@ -69,6 +69,23 @@ def test_p_workers_equal_one_worker_with_the_combined_batch(mnist, optimizer, lr
     assert not np.allclose(h.weights[0], tiny(0).get_weights()[0])  # it did train
 
 
+def test_in_float64_p_workers_agree_with_one_to_rounding_of_float64(mnist):
+    """The gap between p workers and one is float rounding: with Keras's floatx at float64 it shrinks ~1e9-fold."""
+    x, y = mnist
+    gaps = {}
+    for floatx in ("float32", "float64"):
+        keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(floatx)  # Keras keeps the policy it made first, from floatx at that time
+        try:
+            one, four = run(x, y, world_size=1, epochs=2), run(x, y, world_size=4, epochs=2)
+        finally:
+            keras.config.set_floatx("float32")
+            keras.config.set_dtype_policy("float32")
+        assert four.identical and {w.dtype for w in four.weights} == {np.dtype(floatx)}
+        gaps[floatx] = max(float(np.max(np.abs(a - b))) for a, b in zip(one.weights, four.weights, strict=True))
+    assert 0 < gaps["float64"] < 1e-12 < 1e-8 < gaps["float32"] < 1e-4
+
+
 def test_one_worker_is_keras_bit_for_bit(mnist):
     x, y = mnist
     want, losses = keras_one_worker(x, y, "adam", 1e-3)
