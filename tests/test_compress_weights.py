@@ -141,6 +141,85 @@ def test_cluster_fine_tuning_keeps_k_values(trained, mnist):
         assert len(np.unique(np.asarray(layer.kernel))) <= 4 + 1  # 4 shared values and the pruned zero
 
 
+def test_fine_tune_decays_the_rate_and_leaves_no_constraint(trained, mnist):
+    model = _copy(trained)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    masks = W.prune(model, 0.7)
+    W.fine_tune(model, masks, mnist[0][:256], mnist[1][:256], epochs=2, final_learning_rate=1e-5)
+    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(1e-5, rel=1e-3)
+    assert all(layer.kernel.constraint is None for layer in model.layers)  # the masks do not outlive the call
+    W.fine_tune(model, {}, mnist[0][:128], mnist[1][:128])  # no masks now: trained weights may leave zero
+    assert any(np.any(np.asarray(layer.kernel)[~masks[layer.name]] != 0) for layer in model.layers)
+
+
+def test_cubic_sparsity_schedule_by_hand():
+    assert W.sparsity_at(0, 100, 0.9) == 0 and W.sparsity_at(100, 100, 0.9) == pytest.approx(0.9)
+    assert W.sparsity_at(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5**3))  # 0.7875
+    assert W.sparsity_at(500, 100, 0.9) == pytest.approx(0.9)  # held after the ramp
+    assert W.sparsity_at(0, 100, 0.9, initial=0.5) == pytest.approx(0.5)
+    s = [W.sparsity_at(t, 100, 0.9) for t in range(101)]
+    assert all(a <= b for a, b in zip(s, s[1:], strict=False))  # rises,
+    assert s[10] - s[0] > s[100] - s[90]  # fast first, slowly last
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_gradual_pruning_reaches_the_target_and_holds_it(trained, mnist, scope):
+    model = _copy(trained)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    seen = []
+    masks = W.gradual_prune(model, mnist[0][:1024], mnist[1][:1024], 0.8, epochs=2, frequency=4, scope=scope)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.size for m in masks.values())
+    assert total - kept == int(np.floor(0.8 * total)) or scope == "layer"
+    for layer in model.layers:
+        kernel, mask = np.asarray(layer.kernel), masks[layer.name]
+        assert np.all(kernel[~mask] == 0)
+        seen.append(1 - mask.mean())
+        assert layer.kernel.constraint is None
+    if scope == "layer":
+        assert seen == pytest.approx([0.8] * 3, abs=1e-3)
+    with pytest.raises(ValueError, match="frequency"):
+        W.gradual_prune(model, mnist[0][:64], mnist[1][:64], 0.5, frequency=0)
+
+
+def test_trained_centroids_step_is_the_sum_of_their_weights_gradients():
+    """One SGD step of `train_codebook` on a 6 → 3 softmax layer, against NumPy's gradient summed per cluster."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, 8)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax", name="out")])
+    labels = {"out": rng.integers(-1, 3, size=(6, 3))}  # 3 clusters, −1 pruned
+    book, bias = np.array([-0.5, 0.1, 0.7], np.float32), rng.normal(size=3).astype(np.float32)
+    kernel = np.where(labels["out"] >= 0, book[np.maximum(labels["out"], 0)], 0).astype(np.float32)
+    model.set_weights([kernel, bias])
+    lr = 0.1
+    W.train_codebook(model, labels, x, y, epochs=1, batch_size=8, optimizer=keras.optimizers.SGD(lr))
+
+    logits = x.astype(np.float64) @ kernel + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dz = (p - np.eye(3)[y]) / len(x)  # ∂(mean cross-entropy)/∂logits
+    grad_w, grad_b = x.T @ dz, dz.sum(0)
+    grad_c = np.array([grad_w[labels["out"] == k].sum() for k in range(3)])
+    want = np.where(labels["out"] >= 0, (book - lr * grad_c)[np.maximum(labels["out"], 0)], 0)
+    got_kernel, got_bias = model.get_weights()
+    np.testing.assert_allclose(got_kernel, want, atol=1e-6)
+    np.testing.assert_allclose(got_bias, bias - lr * grad_b, atol=1e-6)
+
+
+def test_trained_centroids_keep_k_values_and_masks(trained, mnist):
+    model = _copy(trained)  # compiled with the loss as a string: train_codebook must take that too
+    masks = W.prune(model, {"dense_1": 0.9, "dense_2": 0.5})
+    labels = W.cluster(model, 7, {"dense_1": masks["dense_1"]})  # softmax left alone, dense_2 pruned only
+    labels.pop("dense_2")
+    losses = W.train_codebook(model, labels, mnist[0][:512], mnist[1][:512], epochs=2, learning_rate=1e-3, masks=masks)
+    assert len(losses) == 2 and losses[1] < losses[0]
+    d1, d2 = (np.asarray(model.get_layer(n).kernel) for n in ("dense_1", "dense_2"))
+    assert len(np.unique(d1[masks["dense_1"]])) <= 7 and np.all(d1[~masks["dense_1"]] == 0)
+    assert np.all(d2[~masks["dense_2"]] == 0) and len(np.unique(d2)) > 8  # trained freely where kept
+
+
 # --- the stored format ----------------------------------------------------------------------------------------
 
 
@@ -165,6 +244,24 @@ def test_size_counted_by_hand():
     np.testing.assert_array_equal(W.decode_layers(blob)[0].kernel, kernel)
 
 
+def test_half_bias_by_hand_and_old_blobs_unchanged():
+    kernel = np.zeros((4, 4), np.float32)
+    kernel.flat[[0, 5, 15]] = [0.5, -1.0, 2.0]
+    bias = np.array([0.1, -2.5, 3e-3, 60000.0], np.float32)
+    full = W.Scheme(sparse=True, index_bits=2, values="codebook", clusters=3)
+    half = W.Scheme(sparse=True, index_bits=2, values="codebook", clusters=3, half_bias=True)
+    old = W.encode([W.Layer("d", kernel, bias, "linear")], full)
+    new = W.encode([W.Layer("d", kernel, bias, "linear")], half)
+    assert len(old) == 10 + 2 + 7 + 19 + 12 + 2 + 2 + 16 and len(new) == len(old) - 8
+    assert W.size_report(new).by_layer()["d"]["bias"] == 8
+    assert old[27] & 128 == 0 and new[27] & 128  # flag bit 7 of the layer's flags byte (after 10 + 2 + 7 + 8)
+    np.testing.assert_array_equal(W.decode_layers(old)[0].bias, bias)  # float32 as before
+    np.testing.assert_array_equal(W.decode_layers(new)[0].bias, bias.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(W.decode_layers(new)[0].kernel, kernel)
+    with pytest.raises(ValueError, match="65504"):
+        W.encode([W.Layer("d", kernel, bias * 2, "linear")], half)
+
+
 SCHEMES = [
     W.Scheme(),
     W.Scheme(sparse=True),
@@ -173,6 +270,7 @@ SCHEMES = [
     W.Scheme(values="linear", bits=8),
     W.Scheme(values="linear", bits=4, symmetric=False, per_channel=True, huffman=True),
     W.Scheme(sparse=True, values="linear", bits=6, per_channel=True),
+    W.Scheme(sparse=True, values="codebook", clusters=7, huffman=True, half_bias=True),
 ]
 
 

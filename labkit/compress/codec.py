@@ -11,10 +11,13 @@ A kernel W (n_in × n_out, read row by row) is stored as positions and values (H
 - values: float32; a ``codebook`` of k float32 centroids and one index per weight (index 0 means zero when sparse);
   or ``linear`` integers of ``bits`` bits with float32 scales (and zero points when asymmetric).
 - the index streams (gaps, codebook indices, integers) at a fixed width or Huffman-coded (``huffman``).
+- the bias: float32, or float16 (``half_bias``: half the bytes; ~3 significant digits, and the decoded model
+  is the one evaluated, so whatever the rounding costs is measured).
 
 Layout (little-endian): "LKW1", u16 layers, u32 parameters of the reference dense model; per layer: name and
 activation (u8 length + UTF-8), u32 n_in, u32 n_out, u8 flags, u8 index_bits, u8 bits, u32 clusters, u32 stored
-entries; then codebook | scales (+ u16 zero points) | gaps | values | bias (float32). No masks are stored: the
+entries; then codebook | scales (+ u16 zero points) | gaps | values | bias (float32, or float16 with flag bit 7,
+which older blobs never set, so they read as before). No masks are stored: the
 positions are the mask. Parts in the report: header, indices (the gaps), weights, codebook, scales, huffman tables
 (each Huffman stream's code lengths and symbol count), bias.
 """
@@ -33,7 +36,8 @@ __all__ += ["SizeReport", "size_report"]
 
 MAGIC = b"LKW1"
 VALUES = ("float32", "codebook", "linear")
-FLAGS = {"bias": 1, "sparse": 2, "huffman": 4, "asymmetric": 8, "per_channel": 16}  # bits 5-6: the values kind
+FLAGS = {"bias": 1, "sparse": 2, "huffman": 4, "asymmetric": 8, "per_channel": 16, "half_bias": 128}
+VALUES_SHIFT, VALUES_MASK = 5, 3  # bits 5-6 of the flags: the values kind
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Scheme:
     symmetric: bool = True  # linear: zero maps to an integer exactly, no zero points stored
     per_channel: bool = False  # linear: one scale per output unit (column) instead of one per kernel
     huffman: bool = False  # Huffman-code the gaps and the indices/integers instead of a fixed width
+    half_bias: bool = False  # store the bias as float16 (2 bytes per output unit instead of 4)
 
     def __post_init__(self):
         if self.values not in VALUES:
@@ -156,12 +161,18 @@ def _value_width(s: Scheme) -> int:
     return s.bits
 
 
+def _bias_dtype(s: Scheme) -> str:
+    return "<f2" if s.half_bias else "<f4"
+
+
 def apply_scheme(model, scheme: Scheme | dict) -> None:
-    """Set every Dense kernel in place to what `encode` would store for it: the compressed model, in memory."""
+    """Set every Dense kernel (and bias) in place to what `encode` would store for it: the compressed model."""
     for layer in dense_layers(model):
         s = _scheme_for(scheme, layer.name)
         kernel = np.asarray(layer.kernel)
         layer.kernel.assign(_restore(_represent(kernel, s), kernel.shape, s))
+        if layer.use_bias:
+            layer.bias.assign(np.asarray(layer.bias).astype(_bias_dtype(s)).astype(np.float32))
 
 
 def _scheme_for(scheme: Scheme | dict, name: str) -> Scheme:
@@ -195,7 +206,7 @@ def encode(model, scheme: Scheme | dict = Scheme(), reference=None) -> bytes:
         parts = _represent(kernel, s)
         flags = FLAGS["bias"] * (layer.bias is not None) + FLAGS["sparse"] * s.sparse + FLAGS["huffman"] * s.huffman
         flags += FLAGS["asymmetric"] * (not s.symmetric) + FLAGS["per_channel"] * s.per_channel
-        flags += 32 * VALUES.index(s.values)
+        flags += FLAGS["half_bias"] * s.half_bias + (VALUES.index(s.values) << VALUES_SHIFT)
         fields = (*kernel.shape, flags, s.index_bits, s.bits, s.clusters, parts["count"])
         out += [_name(layer.name), _name(layer.activation), struct.pack("<IIBBBII", *fields)]
         if s.values == "codebook":
@@ -211,7 +222,11 @@ def encode(model, scheme: Scheme | dict = Scheme(), reference=None) -> bytes:
         else:
             out.append(_stream(parts["symbols"], _value_width(s), s.huffman))
         if layer.bias is not None:
-            out.append(np.asarray(layer.bias, "<f4").tobytes())
+            if s.half_bias and np.abs(layer.bias).max() > np.finfo(np.float16).max:
+                raise ValueError(
+                    f"layer {layer.name!r}: a bias beyond ±65504 does not fit float16; use half_bias=False"
+                )
+            out.append(np.asarray(layer.bias, np.float32).astype(_bias_dtype(s)).tobytes())
     return b"".join(out)
 
 
@@ -259,8 +274,10 @@ def _parse(blob: bytes) -> tuple[list[Layer], _Reader, int]:
         activation = r.text(name)
         n_in, n_out, flags, index_bits, bits, clusters, count = r.unpack("<IIBBBII", name)
         f = {k: bool(flags & v) for k, v in FLAGS.items()}
-        values, symmetric = VALUES[flags >> 5], not f["asymmetric"]
-        s = Scheme(f["sparse"], index_bits, values, clusters, bits, symmetric, f["per_channel"], f["huffman"])
+        values, symmetric = VALUES[(flags >> VALUES_SHIFT) & VALUES_MASK], not f["asymmetric"]
+        s = Scheme(
+            f["sparse"], index_bits, values, clusters, bits, symmetric, f["per_channel"], f["huffman"], f["half_bias"]
+        )
         parts = {"pos": np.arange(count)}
         if s.values == "codebook":
             parts["codebook"] = np.frombuffer(r.take(4 * clusters, name, "codebook"), "<f4")
@@ -275,7 +292,10 @@ def _parse(blob: bytes) -> tuple[list[Layer], _Reader, int]:
             parts["floats"] = np.frombuffer(r.take(4 * count, name, "weights"), "<f4")
         else:
             parts["symbols"] = r.stream(count, _value_width(s), s.huffman, name, "weights")
-        bias = np.frombuffer(r.take(4 * n_out, name, "bias"), "<f4").copy() if f["bias"] else None
+        bias = None
+        if f["bias"]:
+            raw = r.take((2 if s.half_bias else 4) * n_out, name, "bias")
+            bias = np.frombuffer(raw, _bias_dtype(s)).astype(np.float32)
         layers.append(Layer(name, _restore(parts, (n_in, n_out), s), bias, activation))
     if r.pos != len(r.blob):
         raise ValueError(f"{len(r.blob) - r.pos} bytes left over after the last layer: not a blob from encode()")
