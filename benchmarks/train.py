@@ -3,6 +3,7 @@
 
     python benchmarks/train.py             # 10 epochs on full Fashion-MNIST (and MNIST), p = 1, 2, 4, 8 (~15 min)
     python benchmarks/train.py --quick     # 2 epochs on 10,000 images, p = 1, 2, 4 (a few minutes)
+    python benchmarks/train.py --floatx float64 --p 1 4 --no-mpi   # the same in float64 (train_float64.md)
 
 (a) Accuracy: `labkit.train.train` on ``"sim"`` with the same global batch (64) and seed for every p; the test
 accuracy after the last epoch and its gap to the single worker in percentage points. A second single-worker seed
@@ -237,7 +238,8 @@ def accuracy_tables(acc: list[dict], args) -> list[str]:
 def report(acc: list[dict], mpi: list[dict], notes: list[str], info: dict, args) -> str:
     loads = "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in info["load"].items())
     lines = [
-        "# Data-parallel training benchmark (the article's MLP, 89,610 parameters, Adam 1e-3, global batch 64)",
+        "# Data-parallel training benchmark (the article's MLP, 89,610 parameters, Adam 1e-3, global batch 64)"
+        + ("" if args.floatx == "float32" else f", in {args.floatx}"),
         "",
         f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()};"
         f" run {time.strftime('%Y-%m-%d %H:%M')} as `python benchmarks/train.py {' '.join(sys.argv[1:])}`.",
@@ -296,8 +298,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds of the accuracy runs (default 0 1 2; quick 0)")
     parser.add_argument("--mpi-epochs", type=int, default=2, help="epochs of each MPI run; the last is reported")
     parser.add_argument("--no-mpi", action="store_true", help="skip part (b)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "train.md")
+    parser.add_argument(
+        "--floatx",
+        choices=["float32", "float64"],
+        default="float32",
+        help="Keras's float type for the models (float64: do the gaps to one worker shrink?)",
+    )
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/train.md (train_float64.md)")
     args = parser.parse_args()
+    args.out = args.out or RESULTS / ("train.md" if args.floatx == "float32" else f"train_{args.floatx}.md")
+    if args.floatx != "float32":
+        import keras
+
+        keras.config.set_floatx(args.floatx)  # before any model is built: layers take their dtype from it
     args.epochs = args.epochs or (2 if args.quick else 10)
     args.p = args.p or ([1, 2, 4] if args.quick else [1, 2, 4, 8])
     args.n_train = args.n_train or (10_000 if args.quick else None)
