@@ -27,14 +27,13 @@ from typing import Any
 import cloudpickle
 
 from labkit.comm import CommError, Message, Run
-from labkit.shmcomm import (
+from labkit.shmblock import (
     _HEAD,
     _STATE,
     ABORTED,
     DIED,
     FAILED,
     SLOTS,
-    ShmComm,
     _Aborted,
     _first_failure,
     _Layout,
@@ -42,6 +41,7 @@ from labkit.shmcomm import (
     _segment,
     _unlink,
 )
+from labkit.shmcomm import ShmComm
 
 GRACE_S = 2.0  # after a failure, how long the other ranks get to notice and exit before they are terminated
 _RUNS = itertools.count()

@@ -31,93 +31,39 @@ from __future__ import annotations
 
 import os
 import pickle
-import platform
 import struct
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from typing import Any
 
 import cloudpickle
 import numpy as np
 
 from labkit.comm import CommError, EagerComm, check_acc, check_op, expect_like
+from labkit.shmblock import (
+    _BARRIER,
+    _CONSUMED,
+    _HEAD,
+    _OBJGEN,
+    _OBJLEN,
+    _POSTED,
+    INLINE,
+    MAXDIM,
+    OBJ_BYTES,
+    SLOTS,
+    _Aborted,
+    _check_room,
+    _fence,
+    _first_failure,
+    _Layout,
+    _segment,
+)
 
-SLOTS = 4  # messages in flight per (src, dst) before a send waits; ps and ring need at most 2
-INLINE = 32 * 1024  # payloads this small stay in the control block: no segment to create or attach
-OBJ_BYTES = 64 * 1024  # room per rank for allgather_object's pickle (metadata, not arrays)
-ERR_BYTES = 4096  # room per rank for its error message
-MAXDIM = 8
 SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
 PIECE = int(os.environ.get("LABKIT_SHM_PIECE", 1 << 20))  # a sendrecv streams messages bigger than this in pieces
 # of this size (measured best here: 1-4 MiB); set LABKIT_SHM_PIECE (bytes) before a run to try others
-
-RUNNING, FAILED, ABORTED, DIED = 0, 1, 2, 3  # a rank's state in the control block
-_RANK_WORDS, _STATE, _BARRIER, _OBJGEN, _OBJLEN, _ERRLEN, _FAILED_AT = 8, 0, 1, 2, 3, 5, 6
-_SLOT_WORDS, _POSTED, _HEAD, _CONSUMED = 32, 0, 1, 24  # CONSUMED (the receiver's word) on a cache line of its own
-_PAIR_WORDS = 8 + SLOTS * _SLOT_WORDS  # word 0: messages sent on the pair so far
 _HEADER = struct.Struct(f"<5qdq16s{MAXDIM}qq40s")  # seq tag nbytes gen seggen | start | ndim dtype shape offset label
-_TRACK = {"track": False} if sys.version_info >= (3, 13) else {}
-
-if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
-
-    def _fence() -> None:
-        """Nothing to do: x86 keeps stores in order and loads in order, which is all the mailboxes need."""
-
-else:  # release then acquire of a lock is a full barrier on weaker memory models (ARM, POWER)
-    _FENCE_LOCK = threading.Lock()
-    _FENCE_LOCK.acquire()
-
-    def _fence() -> None:
-        """Order the payload and header before the counter that publishes them."""
-        _FENCE_LOCK.release()
-        _FENCE_LOCK.acquire()
-
-
-class _Aborted(CommError):
-    """Raised on a rank because another rank failed first."""
-
-
-class _Layout:
-    """Where things are in the control block of a world of p ranks (word indices, byte offsets)."""
-
-    def __init__(self, p: int) -> None:
-        self.p, self.pairs = p, 8 + p * _RANK_WORDS  # word 0: the abort flag
-        self.err = (self.pairs + p * p * _PAIR_WORDS) * 8
-        self.obj = self.err + p * ERR_BYTES
-        self.inline = self.obj + 2 * p * OBJ_BYTES
-        self.size = self.inline + p * p * SLOTS * INLINE  # tmpfs gives pages on first touch: unused room is free
-
-    def rank(self, r: int) -> int:
-        return 8 + r * _RANK_WORDS
-
-    def slot(self, src: int, dst: int, k: int) -> int:
-        return self.pairs + (src * self.p + dst) * _PAIR_WORDS + 8 + k * _SLOT_WORDS
-
-    def sent(self, src: int, dst: int) -> int:
-        return self.pairs + (src * self.p + dst) * _PAIR_WORDS
-
-    def inline_at(self, src: int, dst: int, k: int) -> int:
-        return self.inline + ((src * self.p + dst) * SLOTS + k) * INLINE
-
-
-def _segment(name: str, size: int = 0) -> shared_memory.SharedMemory:
-    """Create (size > 0) or attach a segment; unlinked once, by its creator or by run_shm's clean-up."""
-    # Before Python 3.13 attaching registers the name with the resource tracker again; its registry is a set and
-    # the one unlink unregisters it, so nothing is reported as leaked.
-    return shared_memory.SharedMemory(name, create=size > 0, size=size, **_TRACK)
-
-
-def _unlink(name: str) -> None:
-    try:
-        seg = _segment(name)
-    except FileNotFoundError:
-        return
-    seg.close()
-    seg.unlink()
 
 
 def _as_array(x: Any) -> np.ndarray:
@@ -454,46 +400,7 @@ def _expect_shape(out: np.ndarray, piece: _Piece, src: int, rank: int) -> None:
         )
 
 
-def _check_room(nbytes: int) -> None:
-    """Raise CommError, naming the fix, if shared memory has no room for nbytes (else pages fail with SIGBUS)."""
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:  # no /dev/shm to ask (macOS): let the OS say
-        return
-    free = st.f_bavail * st.f_frsize
-    if free < nbytes:
-        raise CommError(
-            f"shared memory (/dev/shm) has {free / 2**20:.0f} MiB free, a mailbox needs {nbytes / 2**20:.0f} MiB:"
-            " send smaller arrays or give the machine more (e.g. docker run --shm-size=2g)"
-        )
-
-
 def _check_tag(tag: Any) -> int:
     if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or tag < 0:
         raise ValueError(f"tag must be a whole number >= 0, got {tag!r}")
     return int(tag)
-
-
-def _first_failure(b: memoryview, lay: _Layout) -> tuple[int, str] | None:
-    """(rank, message) of the rank that failed or died first, by the time it was recorded; None if none did."""
-    q, d = b.cast("q"), b.cast("d")
-    failed = [r for r in range(lay.p) if q[lay.rank(r) + _STATE] in (FAILED, DIED)]
-    first = min(failed, key=lambda r: d[lay.rank(r) + _FAILED_AT], default=None)
-    message = None if first is None else bytes(b[lay.err + first * ERR_BYTES :][: q[lay.rank(first) + _ERRLEN]])
-    q.release()
-    d.release()
-    return None if first is None else (first, message.decode("utf-8", "replace"))
-
-
-def _record_failure(b: memoryview, lay: _Layout, rank: int, message: str, state: int) -> None:
-    """Write rank's error and state into the control block, then raise the abort flag."""
-    q, d, data = b.cast("q"), b.cast("d"), message.encode("utf-8", "replace")[:ERR_BYTES]
-    b[lay.err + rank * ERR_BYTES : lay.err + rank * ERR_BYTES + len(data)] = data
-    q[lay.rank(rank) + _ERRLEN] = len(data)
-    d[lay.rank(rank) + _FAILED_AT] = time.perf_counter()
-    _fence()
-    q[lay.rank(rank) + _STATE] = state
-    _fence()
-    q[0] = 1
-    q.release()
-    d.release()

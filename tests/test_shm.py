@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, shmcomm
+from labkit import collectives, comm, shmblock, shmcomm
 from labkit.comm import CommError
 
 DTYPES = ["float32", "float64", "int8", "int64", "uint16", "bool", "complex128", "float16"]
@@ -246,7 +246,7 @@ def test_bad_arguments_name_the_fix():
             lambda: c.send(np.zeros(2), 5),
             lambda: c.send(np.array([object()]), 0),
             lambda: c.recv(0, tag=-1),
-            lambda: c.allgather_object(b"x" * (shmcomm.OBJ_BYTES + 1)),
+            lambda: c.allgather_object(b"x" * (shmblock.OBJ_BYTES + 1)),
         ):
             try:
                 call()
@@ -371,7 +371,7 @@ def test_a_value_that_cannot_be_returned_is_an_error():
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm to ask")
 def test_a_mailbox_too_large_for_shared_memory_names_the_fix():
     with pytest.raises(CommError, match=r"shared memory \(/dev/shm\) has .* MiB free.*--shm-size"):
-        shmcomm._check_room(2**60)
+        shmblock._check_room(2**60)
 
 
 @pytest.mark.slow
@@ -396,7 +396,7 @@ print(comm.run(lambda c: "tensorflow" in sys.modules, 2, transport="shm").values
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm to list")
 def test_segments_of_a_dead_parent_are_swept_by_the_next_run():
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    orphan = shmcomm._segment(f"labkit_{int(dead.stdout)}_0_ctl", 4096)  # as if that process had been killed mid-run
+    orphan = shmblock._segment(f"labkit_{int(dead.stdout)}_0_ctl", 4096)  # as if that process had been killed mid-run
     orphan.close()
     comm.run(lambda c: None, 1, transport="shm")
     assert not Path("/dev/shm", orphan.name.lstrip("/")).exists()
