@@ -6,13 +6,14 @@
     python benchmarks/inference.py --wait-idle 300   # first wait for a quiet machine
 
 Every time is `labkit.serving.measure_serving`'s: a barrier, the batch on every rank, a barrier (a batch is done when
-every rank is), the slowest rank's time less an empty barrier's, the median over repeats after a warm-up
-(`labkit.measure.timed`); each rank is a process with one BLAS thread. A round measures everything once;
+every rank is), the median of the slowest rank's times less the fastest empty barrier, after a warm-up
+(`serving.batch_time`); each rank is a process with one BLAS thread. A round measures everything once;
 each row keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
 `serving.predict_time` on two fitted models: the device (`serving.fit_device`, from one rank's times for every
-batch size) and the link (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by
-`labkit.measure`, so that α includes what a collective costs in Python beyond one message; the pipeline's single
-messages on the ping-pong link measured beside it).
+batch size; for the tensor split `serving.fit_shard_device`, from rank 0's shards timed alone) and the link
+(`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
+α includes what a collective costs in Python beyond one message; the pipeline's single messages on the ping-pong
+link measured beside it).
 The weights are random with the article's shapes and activations (times do not depend on their values). Writes
 benchmarks/results/inference.md.
 """
@@ -83,11 +84,21 @@ def measure_all(args) -> dict:
                     assert np.allclose(out, reference[:b], atol=1e-5), (transport, p, scheme, b)
                 times[key] = best(times.get(key, {}), got.times)
     device = serving.fit_device(serving.Measured("shm", 1, single, {}), layers)
+    shard_devices = {  # what a tensor-parallel rank computes at: its narrow shards, timed alone
+        p: serving.fit_shard_device(serving.shard_times(layers, p, args.batches), layers, p) for p in args.p
+    }
     links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
     for (transport, p), ring_times in ring.items():
         m = measure.Measurement(transport, p, pingpong[(transport, p)], allreduce=ring_times)
         links[(transport, p)] = (serving.fit_ring_link(m), m.link("pingpong", with_gamma=False))
-    return {"layers": layers, "single": single, "times": times, "device": device, "links": links}
+    return {
+        "layers": layers,
+        "single": single,
+        "times": times,
+        "device": device,
+        "shard_devices": shard_devices,
+        "links": links,
+    }
 
 
 def _ms(t: float) -> str:
@@ -125,7 +136,13 @@ def report(found: dict, args, info: dict) -> str:
         "what oversubscription costs, not what as many devices would do.",
         "",
         f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
-        f"{device.overhead * 1e6:.2f} µs per layer call. Links fitted to labkit's ring all-reduce of 4 kB to "
+        f"{device.overhead * 1e6:.2f} µs per layer call; for the tensor split, fitted to rank 0's shards timed alone "
+        "(`serving.shard_times`, `serving.fit_shard_device`: narrow products run slower): "
+        + ", ".join(
+            f"p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
+            for p, d in sorted(found["shard_devices"].items())
+        )
+        + ". Links fitted to labkit's ring all-reduce of 4 kB to "
         "4 MB (`serving.fit_ring_link`; collectives) and to a ping-pong of 1 kB to 4 MB (the pipeline's messages), "
         "each size's best time over the rounds:",
         "",
@@ -138,7 +155,8 @@ def report(found: dict, args, info: dict) -> str:
         (link, p2p), met = chosen[(transport, p)], []
         for (scheme, b), t in sorted(times.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
             one = found["single"][("single", b)]
-            predicted = serving.predict_time(scheme, b, layers, p, link, device, p2p=p2p, cores=os.cpu_count())
+            dev = found["shard_devices"][p] if scheme == "tensor" else device
+            predicted = serving.predict_time(scheme, b, layers, p, link, dev, p2p=p2p, cores=os.cpu_count())
             error = (predicted - t) / t
             if b >= 64:
                 met.append((scheme, b, abs(error) <= GOAL))

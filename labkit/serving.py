@@ -282,6 +282,44 @@ def fit_device(single: Measured, layers: list[tp.Dense]) -> tp.Device:
     return tp.Device(flops=1 / fitted.beta, overhead=fitted.alpha / len(layers))
 
 
+def shard_times(layers: list[tp.Dense], p: int, batches, repeats: int = 30, split: str = "megatron") -> dict:
+    """{batch: seconds} of rank 0's share of a tensor-parallel forward pass, computed alone in this process (no
+    messages): each piece's product, bias and activation, and the transposes a column piece's all-gather makes.
+    Narrow shards multiply at a lower rate than whole layers, so `fit_device` on these times is the device that
+    tensor-parallel ranks really are."""
+    pieces = tp.shard_model(layers, p, 0, split)
+    rng, out = np.random.default_rng(0), {}
+    with single_threaded():
+        for b in batches:
+            inputs = [rng.standard_normal((b, shard.n_in), np.float32) for _, shard in pieces]
+
+            def forward(inputs=inputs):
+                for (how, shard), x in zip(pieces, inputs, strict=True):
+                    z = x @ shard.kernel + shard.bias
+                    if how == "column":  # its all-gather sends zᵀ and transposes what it gathers back
+                        z = np.ascontiguousarray(np.ascontiguousarray(z.T).T)
+                    tp.ACTIVATIONS[shard.activation](z)
+
+            for _ in range(2):
+                forward()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                forward()
+                times.append(time.perf_counter() - start)
+            out[b] = float(np.median(times))
+    return out
+
+
+def fit_shard_device(times: dict, layers: list[tp.Dense], p: int, split: str = "megatron") -> tp.Device:
+    """The `Device` that fits `shard_times` best, as `fit_device` does for whole layers."""
+    pieces = tp.shard_model(layers, p, 0, split)
+    rows = sorted(times.items())
+    flops = [sum(shard.flops(b) for _, shard in pieces) for b, _ in rows]
+    fitted = cost.fit_link(flops, [t for _, t in rows])
+    return tp.Device(flops=1 / fitted.beta, overhead=fitted.alpha / len(pieces))
+
+
 def fit_ring_link(m: measure.Measurement) -> cost.Link:
     """The link that labkit's own ring all-reduce sees: t = 2(p − 1)(α + (n/p)β), fitted to m's ring times.
 

@@ -169,3 +169,14 @@ def test_batch_time_is_the_slowest_rank_less_an_empty_barrier():
     values = comm.run(timed, 2, transport="shm").values
     assert values[0] == values[1]  # both ranks report the slowest rank's median
     assert 0.02 <= values[0] < 0.5
+
+
+def test_shard_device_is_fitted_to_rank_0s_shards_timed_alone():
+    device = tp.Device(flops=4e10, overhead=7e-6)
+    pieces = tp.shard_model(LAYERS, 4, 0, "megatron")
+    exact = {b: device.time(sum(s.flops(b) for _, s in pieces), calls=len(pieces)) for b in (1, 16, 256, 1024)}
+    fitted = serving.fit_shard_device(exact, LAYERS, 4)
+    assert fitted.flops == pytest.approx(device.flops, rel=1e-6)
+    assert fitted.overhead == pytest.approx(device.overhead, rel=1e-6)
+    measured = serving.shard_times(LAYERS, 4, (1, 64), repeats=3)
+    assert set(measured) == {1, 64} and 0 < measured[1] < measured[64] < 1
