@@ -3,7 +3,7 @@
 
     python benchmarks/train.py             # 10 epochs on full Fashion-MNIST (and MNIST), p = 1, 2, 4, 8 (~15 min)
     python benchmarks/train.py --quick     # 2 epochs on 10,000 images, p = 1, 2, 4 (a few minutes)
-    python benchmarks/train.py --floatx float64 --p 1 4 --no-mpi   # the same in float64 (train_float64.md)
+    python benchmarks/train.py --floatx float64 --no-mpi    # the same in float64 (train_float64.md)
 
 (a) Accuracy: `labkit.train.train` on ``"sim"`` with the same global batch (64) and seed for every p; the test
 accuracy after the last epoch and its gap to the single worker in percentage points. A second single-worker seed
