@@ -61,8 +61,8 @@ from labkit.shmblock import (
 )
 
 SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
-PIECE = int(os.environ.get("LABKIT_SHM_PIECE", 1 << 20))  # a sendrecv streams messages bigger than this in pieces
-# of this size (measured best here: 1-4 MiB); set LABKIT_SHM_PIECE (bytes) before a run to try others
+PIECE = 1 << 20  # a sendrecv streams messages bigger than this in pieces of this size (measured best here: 1-4 MiB;
+# to try others, set labkit.shmcomm.PIECE inside the function the ranks run: they are separate processes)
 _HEADER = struct.Struct(f"<5qdq16s{MAXDIM}qq40s")  # seq tag nbytes gen seggen | start | ndim dtype shape offset label
 
 

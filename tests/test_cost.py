@@ -143,3 +143,26 @@ def test_link_validates_and_reads_well():
     assert link.message_time(1e6) == pytest.approx(5e-6 + 1e6 / 12.5e9)
     assert repr(link) == "Link(alpha=5 µs, bandwidth=12.5 GB/s, gamma=10 GB/s reduced)"
     assert repr(Link(0, 0)) == "Link(alpha=0 s, bandwidth=inf GB/s, gamma=0)"
+
+
+def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
+    """benchmarks/allreduce.py's check: α' + β'n grows at most in proportion to n, so a time that grows faster
+    than (1 + 20 %)/(1 − 20 %) · n₂/n₁ leaves one of the two sizes outside ±20 % for every α', β' ≥ 0."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "allreduce.py"
+    spec = importlib.util.spec_from_file_location("allreduce_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def rows(times):
+        return [{"p": 2, "bytes": n, "time_s": t} for n, t in times.items()]
+
+    linear = rows({2**20: 1e-4 + 2**20 * 1e-10, 2**24: 1e-4 + 2**24 * 1e-10})  # an α-β line fits it exactly
+    (line,) = bench.unreachable(linear)
+    assert "some α-β-γ model" in line
+    cliff = rows({2**22: 4e-4, 40 * 10**6: 16.8 * 4e-4})  # measured here: 16.8× the time for 9.5× the bytes
+    (line,) = bench.unreachable(cliff)
+    assert "no α-β-γ model" in line and "16.8×" in line and "at most 14.3×" in line
+    assert bench.unreachable(rows({2**20: 1e-3})) == []  # one size: nothing to compare
