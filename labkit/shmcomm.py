@@ -10,13 +10,17 @@ it sees it and keeps it mapped. The sender copies its array in once; the receive
 slot. Every counter has a single writer, so there are no locks for a dead process to hold. A send waits only while
 all ``SLOTS`` slots to that peer are full, so a ``sendrecv`` in which both ranks send first never deadlocks.
 
-Streaming. A ``sendrecv`` (and its ``_reduce``/``_into`` forms) of more than ``PIECE`` bytes sends its array in
-pieces, one ahead of the pieces it receives, so the mailboxes stay small enough to stay in the CPU's cache instead of
-round-tripping through main memory. On this 2-core machine a 32 MiB exchange-and-add took 6.8 ms whole and 4.4 ms
-in 1 MiB pieces; a 64 MiB ring all-reduce 18-20 ms and 12 ms at p = 2, 60 ms and 42 ms at p = 4. Every header
-carries the whole message's shape and the piece's offset, so any receive (``recv``, ``recv_into``,
-``recv_reduce``) takes a streamed message as well as a whole one; the trace has one entry per message, not per
-piece. A plain ``send`` never streams: it must return before the receiver starts.
+Streaming. A ``sendrecv`` (and its ``_reduce``/``_into`` forms) of more than ``piece`` bytes (a ShmComm's
+attribute, ``PIECE`` by default) sends its array in pieces, one ahead of the pieces it receives, so the mailboxes
+stay small enough to stay in the CPU's cache. Whether that helps depends on where the two cores sit: on a host whose
+two cores shared a cache, a 64 MiB ring all-reduce took 18-20 ms whole and 12 ms in 1 MiB pieces at p = 2 (60 and
+42 ms at p = 4); on another host of the same kind (AMD EPYC, 2 vCPUs) where data written by one core is slow for the
+other to read, it took 13 ms whole and 35 ms in pieces (38 and 64 ms at p = 4), and whole was as fast or faster at
+every size from 1 MiB. Whole messages are never far from the best, so they are the default (``PIECE = None``); set
+``comm.piece = 1 << 20`` inside the function the ranks run to try streaming. Every header carries the whole
+message's shape and the piece's offset, so any receive (``recv``, ``recv_into``, ``recv_reduce``) takes a streamed
+message as well as a whole one; the trace has one entry per message, not per piece. A plain ``send`` never
+streams: it must return before the receiver starts.
 
 Waiting spins on a counter for ``SPIN_S`` seconds (only when every rank has a core of its own), then yields the
 core for up to ``YIELD_S``, then sleeps a little longer each time, checking the run's abort flag and the timeout.
@@ -61,8 +65,7 @@ from labkit.shmblock import (
 )
 
 SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
-PIECE = 1 << 20  # a sendrecv streams messages bigger than this in pieces of this size (measured best here: 1-4 MiB;
-# to try others, set labkit.shmcomm.PIECE inside the function the ranks run: they are separate processes)
+PIECE: int | None = None  # default ShmComm.piece: None sends every message whole (see "Streaming" above)
 _HEADER = struct.Struct(f"<5qdq16s{MAXDIM}qq40s")  # seq tag nbytes gen seggen | start | ndim dtype shape offset label
 
 
@@ -80,6 +83,7 @@ class ShmComm(EagerComm):
 
     def __init__(self, prefix: str, rank: int, size: int, timeout: float) -> None:
         self.rank, self.size, self.timeout = rank, size, timeout
+        self.piece = PIECE  # stream sendrecvs of more than this many bytes in pieces of this size; None: never
         self.trace: list[tuple] = []  # (src, dst, nbytes, start, end, label) per message received
         self._prefix, self._lay = prefix, _Layout(size)
         self._ctl = _segment(prefix + "_ctl")
@@ -94,6 +98,17 @@ class ShmComm(EagerComm):
         self._barriers = self._gathers = 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self._spin = SPIN_S if size <= cores else 0.0  # more ranks than cores: yield at once, the peer needs ours
+
+    @property
+    def piece(self) -> int | None:
+        """Bytes per piece when a sendrecv streams a larger message; None (the default): every message whole."""
+        return self._piece
+
+    @piece.setter
+    def piece(self, nbytes: int | None) -> None:
+        if nbytes is not None and (not isinstance(nbytes, (int, np.integer)) or isinstance(nbytes, bool) or nbytes < 1):
+            raise ValueError(f"piece must be a number of bytes >= 1, or None for whole messages; got {nbytes!r}")
+        self._piece = None if nbytes is None else int(nbytes)
 
     def __repr__(self) -> str:
         return f"ShmComm(rank={self.rank}, size={self.size}, pid={os.getpid()})"
@@ -259,12 +274,14 @@ class ShmComm(EagerComm):
         self._exchange(x, dst, out, src, tag, label, lambda o, view, at: np.copyto(o, view))
 
     def _exchange(self, x, dst, out, src, tag, label, use: Callable) -> None:
-        """Send x in PIECE-sized pieces, one ahead of taking src's message into out (whole or in pieces)."""
+        """Send x (in pieces of self.piece bytes if it is larger), one piece ahead of taking src's message into
+        out (whole or in pieces)."""
         x, dst, tag = _as_array(x), self._peer(dst, "dst"), _check_tag(tag)
-        if x.nbytes <= PIECE:
+        piece = self.piece
+        if piece is None or x.nbytes <= piece:
             self._post(x, dst, tag, label, x.shape, 0)
             return self._take_into(out, src, tag, label, use)
-        flat, step = np.ascontiguousarray(x).reshape(-1), max(1, PIECE // x.itemsize)
+        flat, step = np.ascontiguousarray(x).reshape(-1), max(1, piece // x.itemsize)
         pieces = iter(range(0, flat.size, step))
 
         def send_next() -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, shmblock, shmcomm
+from labkit import collectives, comm, shmblock
 from labkit.comm import CommError
 
 DTYPES = ["float32", "float64", "int8", "int64", "uint16", "bool", "complex128", "float16"]
 SHAPES = [(), (0,), (1,), (5,), (3, 4), (2, 0, 3), (2, 3, 4, 5)]
+PIECE = 1 << 16  # the streaming tests set comm.piece to this (whole messages are the default)
 
 
 def _segments() -> set[str]:
@@ -88,10 +89,26 @@ def test_large_messages_grow_the_mailbox_and_arrive_intact():
     assert max(m.nbytes for m in run.trace) == 64 * 2**20
 
 
+def test_piece_is_whole_by_default_and_checked():
+    def check(c):
+        default = c.piece
+        bad = []
+        for value in (0, -1, 1.5, True, "1MiB"):
+            try:
+                c.piece = value
+            except ValueError as e:
+                bad.append("piece must be a number of bytes >= 1" in str(e))
+        c.piece = 4096
+        return default, bad, c.piece
+
+    assert comm.run(check, 2, transport="shm").values == [(None, [True] * 5, 4096)] * 2
+
+
 def test_large_sendrecvs_stream_in_pieces_and_any_receive_takes_them():
-    n = 3 * shmcomm.PIECE // 8 + 5  # float64: three full pieces and 5 values more
+    n = 3 * PIECE // 8 + 5  # float64: three full pieces and 5 values more
 
     def stream(c):
+        c.piece = PIECE
         other = 1 - c.rank
         x = np.arange(n, dtype=np.float64).reshape(-1, 1) * (c.rank + 1)  # 2-D: pieces carry the whole shape
         mine = np.arange(n, dtype=np.float64).reshape(-1, 1) * (other + 1)
@@ -125,9 +142,10 @@ def test_large_sendrecvs_stream_in_pieces_and_any_receive_takes_them():
 
 @pytest.mark.parametrize("p", [2, 3, 4])
 def test_streamed_ring_allreduce_is_exact(p):
-    n = 2 * p * shmcomm.PIECE // 8 + 1003  # each ring chunk spans more than two pieces
+    n = 2 * p * PIECE // 8 + 1003  # each ring chunk spans more than two pieces
 
     def ring(c):
+        c.piece = PIECE
         x = np.arange(n, dtype=np.int64) * (c.rank + 1) - 7 * c.rank
         expected = sum(np.arange(n, dtype=np.int64) * (r + 1) - 7 * r for r in range(c.size))
         return bool(np.array_equal(collectives.allreduce(x, c, algorithm="ring"), expected))
@@ -283,9 +301,11 @@ def test_shapes_that_differ_raise_comm_error():
 
 @pytest.mark.parametrize("transport", ["sim", "shm"])
 def test_reductions_with_acc_write_acc_op_incoming_into_out(transport):
-    sizes = (7, 3 * shmcomm.PIECE // 8 + 1)  # whole and streamed on shm
+    sizes = (7, 3 * PIECE // 8 + 1)  # whole and streamed on shm
 
     def reduce(c):
+        if transport == "shm":
+            c.piece = PIECE
         other, got = 1 - c.rank, []
         for n in sizes:
             acc, out = np.arange(n, dtype=np.float64), np.full(n, -1.0)
@@ -307,9 +327,10 @@ def test_reductions_with_acc_write_acc_op_incoming_into_out(transport):
 
 
 def test_streamed_messages_of_different_sizes_raise_comm_error():
-    n = 2 * shmcomm.PIECE // 4
+    n = 2 * PIECE // 4
 
     def uneven(c):
+        c.piece = PIECE
         x = np.ones(n - 5 * c.rank, np.float32)  # rank 1's is 20 bytes shorter: its last piece is short
         c.sendrecv_reduce(x, 1 - c.rank, x.copy(), 1 - c.rank)
 
