@@ -36,7 +36,7 @@ from labkit.measure import timed  # noqa: E402  (every repeat: the slowest rank,
 
 SIZES = [1000, 16384, 262144, 1048576, 4194304, 10_000_000, 16777216]  # float32 values: 4 kB … 64 MiB
 QUICK_SIZES = [1000, 262144, 4194304, 16777216]
-PINGPONG = [1024, 16384, 262144, 1048576, 4194304, 16777216]
+PINGPONG = [1024, 16384, 262144, 1048576, 2097152, 4194304, 8388608, 16777216]  # 4 kB … 64 MiB, both regimes
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -77,8 +77,8 @@ def exchange(c, sizes: list[int], quick: bool) -> dict:
 
 
 def reduce(c, sizes: list[int], quick: bool) -> dict:
-    """Time of the ring's reduction (out ← mine + incoming) with every rank adding at once: the data for γ."""
-    return {str(n): [lkm.reduce_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
+    """Time of one reduce-scatter step (send, and out ← mine + incoming) with every rank busy: the data for γ."""
+    return {str(n): [lkm.reduce_step_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
 
 
 def links(c, quick: bool) -> dict:
@@ -173,18 +173,40 @@ def link_medians(per_rank: list[dict]) -> dict:
     return {(kind, int(n)): median_of_max([r[kind][n] for r in per_rank]) for kind in kinds for n in kinds[kind]}
 
 
-def fit(medians: dict) -> dict:
+def fit(medians: dict, p: int, cache: int | None) -> dict:
     """{kind: Link} fitted with cost.fit_link to the (best) median times of the ping-pong and of the exchange.
 
-    A message carries no reduction, so they give α and β only; the ring also adds (p−1)/p·n bytes, so γ is the
-    slope fit_link finds in the times of that reduction, measured with every rank adding at once.
+    A message carries no reduction, so they give α and β only. The ring's reduce-scatter steps also add what they
+    receive (out ← mine + incoming, in the same pass that takes the message out of the mailbox), so γ is what that
+    adds to a step: the slope of (reduce step − exchange step) over the message size. With the cache's size known,
+    "cache" and "memory" are the exchange link and γ fitted on each side of the last-level cache
+    (`cost.fit_link_regimes`; footprint: every rank's send and receive buffers, 2pm bytes for messages of m).
     """
 
-    def line(kind: str) -> cost.Link:
-        return cost.fit_link(*zip(*[(4 * n, t) for (k, n), t in sorted(medians.items()) if k == kind], strict=True))
+    def points(kind: str) -> tuple:
+        return tuple(zip(*[(4 * n, t) for (k, n), t in sorted(medians.items()) if k == kind], strict=True))
 
-    gamma = line("reduce").beta
-    return {kind: cost.Link(line(kind).alpha, line(kind).beta, gamma) for kind in ("ping-pong", "exchange")}
+    step = dict(zip(*points("reduce"), strict=True))
+    sizes, times = points("exchange")
+    extra = [(m, step[m] - t) for m, t in zip(sizes, times, strict=True) if m in step]
+    links = {}
+    for kind in ("ping-pong", "exchange"):
+        line = cost.fit_link(*points(kind))
+        links[kind] = cost.Link(line.alpha, line.beta, _slope(extra))
+    if cache:
+        by = cost.fit_link_regimes(sizes, times, [2 * p * m for m in sizes], cache)
+        for name in cost.REGIMES:
+            mine = [(m, d) for m, d in extra if cost.regime(2 * p * m, cache) == name]
+            links[name] = cost.Link(by[name].alpha, by[name].beta, _slope(mine))
+    return links
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Seconds per byte: the least-squares slope of (size, extra time), 0 if it does not grow (or too few sizes)."""
+    if len({n for n, _ in points}) < 2:
+        return 0.0
+    n, t = np.array(points, dtype=float).T
+    return max(0.0, float(np.polyfit(n, t, 1)[0]))
 
 
 def measure_once(p: int, args, mpiexec: str | None, notes: list) -> dict:
@@ -220,40 +242,73 @@ def measure_once(p: int, args, mpiexec: str | None, notes: list) -> dict:
 
 
 def measure(args) -> tuple[list[dict], dict]:
-    """Every row of the table (one per p, size, engine, algorithm): the best median over ``rounds`` rounds."""
-    rows, info = [], {"memcpy": memcpy_bandwidth(), "links": {}, "notes": []}
+    """Every row of the table (one per p, size, engine, algorithm): the best median over ``rounds`` rounds.
+
+    The model columns are judged round by round: each round's link measurements give its own links and
+    predictions of its own times (a virtual machine's cores can change speed between rounds), and a row shows
+    the round with the median error.
+    """
+    rows, info = [], {"memcpy": memcpy_bandwidth(), "links": {}, "notes": [], "cache": lkm.cache_bytes(), "medians": {}}
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if args.no_tf:
         info["notes"].append("tf.distribute skipped (--no-tf)")
     for p in args.p:
-        best: dict = {}
+        rounds = []
         for k in range(args.rounds):
             print(f"p={p}: round {k + 1}/{args.rounds} …", flush=True)
-            for key, t in measure_once(p, args, mpiexec, info["notes"] if k == 0 else []).items():
-                best[key] = min(best.get(key, t), t)
+            rounds.append(measure_once(p, args, mpiexec, info["notes"] if k == 0 else []))
+        best = {key: min(r[key] for r in rounds if key in r) for key in set().union(*rounds)}
         for engine in ("shm", "mpi"):
-            medians = {kn: t for (e, name, kn), t in best.items() if e == engine and name == "link"}
+            medians = _links_of(best, engine)
             if medians:
-                info["links"][(p, engine)] = fit(medians)
+                info["links"][(p, engine)] = fit(medians, p, info["cache"])
+                info["medians"][(p, engine)] = medians
+        judged = [(_models(r, p, info["cache"]), r) for r in rounds]  # each round's predictions and times
         for n in args.sizes:
             ref = best.get(("MPICH", "MPI_Allreduce", n))
             for (engine, algorithm, m), t in best.items():
                 if m != n or algorithm == "link":
                     continue
-                kinds = info["links"].get((p, engine), {}) if algorithm in collectives.ALGORITHMS else {}
-                model = {kind: cost.allreduce_time(algorithm, 4 * n, p, link) for kind, link in kinds.items()}
-                rows.append(
-                    {"p": p, "values": n, "bytes": 4 * n, "engine": engine, "algorithm": algorithm, "time_s": t}
-                    | {"algbw": cost.algbw(4 * n, t), "busbw": cost.busbw(4 * n, t, p)}
-                    | {"vs_mpi": t / ref if ref else None}
-                    | {"model_s": model.get("ping-pong"), "model_err": _err(model.get("ping-pong"), t)}
-                    | {"model_x_s": model.get("exchange"), "model_x_err": _err(model.get("exchange"), t)}
-                )
+                row = {"p": p, "values": n, "bytes": 4 * n, "engine": engine, "algorithm": algorithm, "time_s": t}
+                row |= {"algbw": cost.algbw(4 * n, t), "busbw": cost.busbw(4 * n, t, p)}
+                row |= {"vs_mpi": t / ref if ref else None}
+                key = (engine, algorithm, n)
+                for kind, col in (("ping-pong", "model"), ("exchange", "model_x"), ("regime", "model_c")):
+                    got = [(m[key][kind], r[key]) for m, r in judged if kind in m.get(key, ())]
+                    row[f"{col}_s"], row[f"{col}_err"] = _median_error(got)
+                rows.append(row)
     return rows, info
 
 
-def _err(model: float | None, measured: float) -> float | None:
-    return None if model is None else (model - measured) / measured
+def _links_of(times: dict, engine: str) -> dict:
+    return {kn: t for (e, name, kn), t in times.items() if e == engine and name == "link"}
+
+
+def _models(times: dict, p: int, cache: int | None) -> dict:
+    """{(engine, algorithm, n): {kind: predicted time}} from the links fitted to one round's own measurements."""
+    out = {}
+    for engine in ("shm", "mpi"):
+        medians = _links_of(times, engine)
+        if not medians:
+            continue
+        links = fit(medians, p, cache)
+        for e, algorithm, n in times:
+            if e != engine or algorithm not in collectives.ALGORITHMS:
+                continue
+            model = {kind: cost.allreduce_time(algorithm, 4 * n, p, link) for kind, link in links.items()}
+            if cache and "cache" in model:
+                model["regime"] = model[cost.regime(cost.allreduce_footprint(4 * n, p), cache)]
+            out[(e, algorithm, n)] = model
+    return out
+
+
+def _median_error(pairs: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """(prediction, error) of the round whose error (model − measured) / measured is the median (lower median)."""
+    if not pairs:
+        return None, None
+    ranked = sorted(((model - t) / t, model) for model, t in pairs)
+    error, model = ranked[(len(ranked) - 1) // 2]
+    return model, error
 
 
 def _size(nbytes: int) -> str:
@@ -261,6 +316,10 @@ def _size(nbytes: int) -> str:
         if nbytes >= scale and nbytes % scale == 0:
             return f"{nbytes // scale} {unit}"
     return f"{nbytes / 1e6:.3g} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.3g} kB"
+
+
+def _cache(nbytes: int | None) -> str:
+    return "(size unknown: no such model)" if not nbytes else _size(nbytes)
 
 
 def _time(t: float) -> str:
@@ -285,25 +344,32 @@ def report(rows: list[dict], info: dict, args) -> str:
         f" after: {', '.join(f'{x:.2f}' for x in info['load'][1])} (other work on the machine skews every time).",
         "",
         "Links fitted with `cost.fit_link` (one-way times: half a ping-pong between ranks 0 and 1; one ring step of"
-        " `sendrecv_into` with every rank busy; γ: the slope of the ring's reduction out ← mine + incoming, every"
-        " rank adding at once):",
+        " `sendrecv_into` with every rank busy; γ: what one reduce-scatter step, `sendrecv_reduce`, takes more than an"
+        " exchange step, per byte (its slope over the sizes); cache and memory: the exchange link and γ fitted on"
+        f" each side of the {_cache(info['cache'])} last-level cache, `cost.fit_link_regimes`):",
         "",
     ]
     for (p, engine), kinds in sorted(info["links"].items()):
         lines += [f"- p={p} {engine}: " + "; ".join(f"{kind} {link!r}" for kind, link in kinds.items())]
+    lines += ["", "The times they were fitted to (each the best median over the rounds):", ""]
+    lines += [*measured_links(info["medians"]), ""]
     lines += [f"\nNote: {note}." for note in info["notes"]]
     lines += ["", *goals(rows, copy), ""]
     lines += [
         "Columns: time = median (over repeats) of the slowest rank; algbw = n/t and busbw = algbw·2(p−1)/p in GB/s"
         " (nccl-tests); busbw/copy = busbw over the NumPy copy bandwidth; ×MPI = time / MPI_Allreduce's time (< 1:"
         " faster); model = `cost.allreduce_time` on the ping-pong link, model×  on the ring-exchange link, both"
-        " with the fitted γ, each with its error (model − measured) / measured.",
+        " with the fitted γ; model c/m on the cache or the memory link, whichever holds the all-reduce's 2pn bytes"
+        " (`cost.allreduce_footprint`); each with its error (model − measured) / measured. The models are judged"
+        " round by round: each round's own link measurements predict that round's times (the links above are"
+        " fitted to the best times over all rounds), and each row shows the round with the median error (its error is"
+        " against that round's own time, which can differ from the best time in the row).",
     ]
     for p in args.p:
         lines += ["", f"## p = {p}", ""]
         header = "size | engine | algorithm | time | algbw | busbw | busbw/copy | ×MPI | model | error | model× | error"
-        lines += [f"| {header} |"]
-        lines += ["|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        lines += [f"| {header} | model c/m | error |"]
+        lines += ["|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
         for r in (r for r in rows if r["p"] == p):
             cells = [
                 f"{_size(r['bytes'])} ({r['values']:,} values)",
@@ -318,9 +384,26 @@ def report(rows: list[dict], info: dict, args) -> str:
                 _maybe(r["model_err"], "{:+.0%}"),
                 "" if r["model_x_s"] is None else _time(r["model_x_s"]),
                 _maybe(r["model_x_err"], "{:+.0%}"),
+                "" if r["model_c_s"] is None else _time(r["model_c_s"]),
+                _maybe(r["model_c_err"], "{:+.0%}"),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def measured_links(medians: dict) -> list[str]:
+    """The times the links were fitted to: one row per message size, a column per world size, engine and kind."""
+    if not medians:
+        return []
+    columns = [(p, engine, kind) for (p, engine), m in sorted(medians.items()) for kind in sorted({k for k, _ in m})]
+    sizes = sorted({n for m in medians.values() for _, n in m})
+    names = {"reduce": "reduce step"}
+    lines = ["| message | " + " | ".join(f"p={p} {e} {names.get(k, k)}" for p, e, k in columns) + " |"]
+    lines.append("|---|" + "--:|" * len(columns))
+    for n in sizes:
+        cells = [_time(medians[(p, e)][(k, n)]) if (k, n) in medians[(p, e)] else "" for p, e, k in columns]
+        lines.append(f"| {_size(4 * n)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def goals(rows: list[dict], copy: float) -> list[str]:
@@ -341,7 +424,8 @@ def goals(rows: list[dict], copy: float) -> list[str]:
             f"- 1,000 float32 on shm at p = {p}{' (goal < 100 µs)' if p == 2 else ''}: ring {_time(by['ring'])},"
             f" fastest {fastest} {_time(by[fastest])}."
         )
-    for key, what in (("model_err", "ping-pong link"), ("model_x_err", "ring-exchange link")):
+    links = (("model_err", "ping-pong link"), ("model_x_err", "ring-exchange link"))
+    for key, what in (*links, ("model_c_err", "cache or memory link (its footprint's regime)")):
         fit = [r for r in ring if r["bytes"] >= 10**6 and r[key] is not None]
         if fit:
             errors = ", ".join(f"p={r['p']} {_size(r['bytes'])} {r[key]:+.0%}" for r in fit)

@@ -216,6 +216,49 @@ def fit_link(sizes: np.ndarray, times: np.ndarray) -> Link:
     return Link(alpha=max(float(alpha), 0.0), beta=float(beta))  # noise can push α slightly below 0
 
 
+#: The two memory regimes of `fit_link_regimes`: the data an operation touches fits in the last-level cache, or not.
+REGIMES = ("cache", "memory")
+
+
+def allreduce_footprint(nbytes: float, p: int) -> float:
+    """Bytes an all-reduce of n bytes touches on one machine: every rank's input and its result, 2pn."""
+    return 2.0 * p * float(nbytes)
+
+
+def regime(footprint: float, cache_bytes: int) -> str:
+    """ "cache" if ``footprint`` bytes fit in a cache of ``cache_bytes`` bytes, else "memory"."""
+    if not cache_bytes > 0:
+        raise ValueError(f"cache_bytes must be > 0 (the last-level cache's size), got {cache_bytes!r}")
+    return "cache" if footprint <= cache_bytes else "memory"
+
+
+def fit_link_regimes(sizes, times, footprints, cache_bytes: int) -> dict[str, Link]:
+    """One `fit_link` per memory regime: {"cache": Link, "memory": Link}.
+
+    On one machine the "link" is the memory system, and its β changes when the data an operation touches
+    (``footprints``, in bytes, one per measurement) no longer fits in the last-level cache: the α-β model holds on
+    each side of that step, not across it. Each regime needs times for at least two message sizes.
+    """
+    sizes, times = np.asarray(sizes, dtype=float).ravel(), np.asarray(times, dtype=float).ravel()
+    footprints = np.asarray(footprints, dtype=float).ravel()
+    if not sizes.shape == times.shape == footprints.shape:
+        raise ValueError(
+            f"sizes, times and footprints must have the same length, got {sizes.size}, {times.size}, {footprints.size}"
+        )
+    where = np.array([regime(f, cache_bytes) for f in footprints])
+    links = {}
+    for name in REGIMES:
+        mine = where == name
+        if np.unique(sizes[mine]).size < 2:
+            raise ValueError(
+                f"fit_link_regimes needs times for at least 2 message sizes whose footprint is "
+                f"{'within' if name == 'cache' else 'beyond'} the {cache_bytes:,}-byte cache, got "
+                f"{np.unique(sizes[mine]).size}: measure {'smaller' if name == 'cache' else 'larger'} messages too"
+            )
+        links[name] = fit_link(sizes[mine], times[mine])
+    return links
+
+
 def crossover(alg_a: str, alg_b: str, p: int, link: Link, lo: float = 1, hi: float = 1e11) -> float | None:
     """The message size in bytes at which two all-reduce algorithms take equal time, or None if not in [lo, hi].
 

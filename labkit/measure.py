@@ -105,6 +105,21 @@ def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dic
     return out
 
 
+def cache_bytes(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """Size in bytes of this machine's last-level (largest) CPU cache, read from Linux's sysfs; None elsewhere."""
+    sizes = []
+    for entry in Path(root).glob("index*"):
+        try:
+            text = (entry / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+        digits = text[:-1] if scale > 1 else text
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=None)
+
+
 def reduce_gamma(nbytes: int = 1 << 24, repeats: int = 10) -> float:
     """Seconds per byte of an in-place float32 np.add over ``nbytes``: the γ of the cost model on this machine."""
     a, b = np.ones(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
@@ -123,6 +138,19 @@ def reduce_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[
     for nbytes in sizes:
         mine, incoming, into = (np.ones(nbytes // 4, np.float32) for _ in range(3))
         call = lambda a=mine, b=incoming, o=into: np.add(a, b, out=o)  # noqa: E731
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
+    return out
+
+
+def reduce_step_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+    """Median time of one reduce-scatter step of the ring: every rank sends float32 ``x`` to its right neighbour
+    while adding what its left one sends to its own chunk, out ← mine + incoming (``sendrecv_reduce(acc=)``).
+    Less `exchange_times` of the same size, it is what the reduction adds to a step: the γ of the ring here."""
+    right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    out = {}
+    for nbytes in sizes:
+        x, mine, into = (np.ones(nbytes // 4, np.float32) for _ in range(3))
+        call = lambda x=x, m=mine, o=into: c.sendrecv_reduce(x, right, o, left, acc=m)  # noqa: E731
         out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
     return out
 

@@ -92,6 +92,34 @@ def test_fit_link_needs_two_sizes_and_growing_times():
         cost.fit_link([1, 2], [1.0])
 
 
+def test_fit_link_regimes_recovers_a_link_on_each_side_of_the_cache():
+    cache, p = 32 << 20, 2
+    sizes = np.array([2**k for k in range(10, 27)], dtype=float)  # 1 KiB … 64 MiB messages
+    footprints = 2 * p * sizes  # as measure.exchange_times: every rank's send and receive buffer
+    inside, outside = Link(10e-6, 1 / 12e9), Link(50e-6, 1 / 4e9)  # out of cache: slower per byte
+    times = np.where(footprints <= cache, inside.message_time(sizes), outside.message_time(sizes))
+    links = cost.fit_link_regimes(sizes, times, footprints, cache)
+    for name, want in (("cache", inside), ("memory", outside)):
+        assert links[name].alpha == pytest.approx(want.alpha, rel=1e-6)
+        assert links[name].beta == pytest.approx(want.beta, rel=1e-9)
+    one = cost.fit_link(sizes, times)  # one line through both regimes misses one of them by far more
+    assert (
+        abs(one.message_time(64 << 20) / outside.message_time(64 << 20) - 1) > 0.2
+        or abs(one.message_time(8 << 20) / inside.message_time(8 << 20) - 1) > 0.2
+    )
+
+
+def test_regimes_split_at_the_cache_size_and_need_two_sizes_each():
+    assert cost.regime(32 << 20, 32 << 20) == "cache" and cost.regime((32 << 20) + 1, 32 << 20) == "memory"
+    assert cost.allreduce_footprint(1 << 20, 4) == 8 << 20
+    with pytest.raises(ValueError, match="cache_bytes must be > 0"):
+        cost.regime(1, 0)
+    with pytest.raises(ValueError, match="beyond the 1,000-byte cache, got 1: measure larger messages"):
+        cost.fit_link_regimes([10, 100, 1000], [1e-6, 2e-6, 3e-6], [40, 400, 4000], 1000)
+    with pytest.raises(ValueError, match="same length"):
+        cost.fit_link_regimes([10, 100], [1e-6, 2e-6], [40], 1000)
+
+
 @pytest.mark.parametrize("link", [Link(1e-5, 1e-9), LINK, cost.preset("InfiniBand HDR")])
 def test_crossover_is_where_the_two_formulas_are_equal(link):
     n = cost.crossover("tree", "ring", 8, link)
@@ -166,3 +194,8 @@ def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
     (line,) = bench.unreachable(cliff)
     assert "no α-β-γ model" in line and "16.8×" in line and "at most 14.3×" in line
     assert bench.unreachable(rows({2**20: 1e-3})) == []  # one size: nothing to compare
+    # the model columns: each round's prediction of its own time, the round with the median error shown
+    model, error = bench._median_error([(1.5, 1.0), (0.8, 1.0), (2.2, 2.0)])  # errors +50 %, −20 %, +10 %
+    assert (model, error) == (2.2, pytest.approx(0.1))
+    assert bench._median_error([(1.0, 2.0), (3.0, 2.0)]) == (1.0, -0.5)  # two rounds: the lower median
+    assert bench._median_error([]) == (None, None)

@@ -45,6 +45,15 @@ def test_plot_measured_draws_dots_and_model_lines():
     assert len(ax.get_lines()) == 4  # two algorithms: dots and a line each
 
 
+def test_cache_bytes_reads_the_largest_cache_from_sysfs(tmp_path):
+    for index, size in (("index0", "48K"), ("index2", "2048K"), ("index3", "32768K"), ("index9", "garbage")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    (tmp_path / "index4").mkdir()  # no size file: skipped
+    assert measure.cache_bytes(tmp_path) == 32 << 20
+    assert measure.cache_bytes(tmp_path / "missing") is None
+
+
 def test_reduce_gamma_is_a_positive_time_per_byte():
     g = measure.reduce_gamma(nbytes=1 << 16, repeats=3)
     assert 0 < g < 1e-6  # under a microsecond per byte on anything that runs Python
@@ -52,8 +61,12 @@ def test_reduce_gamma_is_a_positive_time_per_byte():
 
 def test_reduce_and_exchange_times_are_measured_on_every_rank_at_once():
     def both(c):
-        sizes = (1 << 12, 1 << 21)  # the larger one streams in pieces on shm
-        return measure.reduce_times(c, sizes, repeats=2), measure.exchange_times(c, sizes, repeats=2)
+        sizes = (1 << 12, 1 << 21)
+        return (
+            measure.reduce_times(c, sizes, repeats=2),
+            measure.exchange_times(c, sizes, repeats=2),
+            measure.reduce_step_times(c, sizes, repeats=2),
+        )
 
     values = comm.run(both, 2, transport="shm").values
     assert values[0] == values[1]  # every rank returns the slowest rank's medians
