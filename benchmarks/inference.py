@@ -10,7 +10,8 @@ every rank is), the median of the slowest rank's times less the fastest empty ba
 (`serving.batch_time`); each rank is a process with one BLAS thread. A round measures everything once;
 each row keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
 `serving.predict_time` on two fitted models: the device (`serving.fit_device`, from one rank's times for every
-batch size; for the tensor split `serving.fit_shard_device`, from rank 0's shards timed alone) and the link
+batch size; for the tensor split `serving.fit_shard_device`, from rank 0's shards timed alone; both slowed by
+`serving.loaded_device` as much as every rank serving a whole batch at once, "replicas", is slower) and the link
 (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
 α includes what a collective costs in Python beyond one message; the pipeline's single messages on the ping-pong
 link measured beside it).
@@ -62,7 +63,7 @@ def measure_all(args) -> dict:
     layers, x = article_layers(), np.random.default_rng(1).random((max(args.batches), 784), dtype=np.float32)
     reference = tp.forward(x, layers)
     repeats = 5 if args.quick else None
-    single, times, ring, pingpong = {}, {}, {}, {}
+    single, times, ring, pingpong, check = {}, {}, {}, {}, {}
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}: one rank", flush=True)
         one = serving.measure_serving(layers, 1, x, ("single",), args.batches, repeats=repeats)
@@ -74,11 +75,12 @@ def measure_all(args) -> dict:
                 fit = (measure.measure_shm if transport == "shm" else measure.measure_mpi)(
                     p, algorithms=("ring",), sizes=RING_SIZES, repeats=5 if args.quick else 20
                 )
+                check[key] = min(fit.check, check.get(key, np.inf))
                 ring[key], pingpong[key] = (
                     best(ring.get(key, {}), fit.allreduce),
                     best(pingpong.get(key, {}), fit.pingpong),
                 )
-                schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)]
+                schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)] + ["replicas"]
                 got = serving.measure_serving(layers, p, x, schemes, args.batches, transport, repeats=repeats)
                 for (scheme, b), out in got.outputs.items():  # a fast wrong answer is no answer
                     assert np.allclose(out, reference[:b], atol=1e-5), (transport, p, scheme, b)
@@ -87,16 +89,21 @@ def measure_all(args) -> dict:
     shard_devices = {  # what a tensor-parallel rank computes at: its narrow shards, timed alone
         p: serving.fit_shard_device(serving.shard_times(layers, p, args.batches), layers, p) for p in args.p
     }
+    loaded = {}  # what a rank computes at while p ranks work at once: fitted to the "replicas" times
+    for (transport, p), got in times.items():
+        replicas = {k: t for k, t in got.items() if k[0] == "replicas"}
+        loaded[(transport, p)] = serving.fit_device(serving.Measured(transport, p, replicas, {}), layers)
     links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
-    for (transport, p), ring_times in ring.items():
-        m = measure.Measurement(transport, p, pingpong[(transport, p)], allreduce=ring_times)
-        links[(transport, p)] = (serving.fit_ring_link(m), m.link("pingpong", with_gamma=False))
+    for key, ring_times in ring.items():
+        m = measure.Measurement(*key, pingpong[key], allreduce=ring_times, check=check[key])
+        links[key] = (serving.fit_ring_link(m), m.link("pingpong", with_gamma=False), m.check)
     return {
         "layers": layers,
         "single": single,
         "times": times,
         "device": device,
         "shard_devices": shard_devices,
+        "loaded": loaded,
         "links": links,
     }
 
@@ -113,7 +120,7 @@ def oversubscribed(times: dict, batch: int) -> list[str]:
         if p > cores and fitting and ("data", batch) in got:
             lines.append(
                 f"- {transport}: {p} replicas take {_ms(got[('data', batch)])} ms for B = {batch}, {cores} take "
-                f"{_ms(fitting)} ms: with {cores} cores, more replicas only take turns (the model's `cores={cores}`)."
+                f"{_ms(fitting)} ms: with {cores} cores, more replicas only take turns."
             )
     return ["More ranks than cores:", "", *lines, ""] if lines else []
 
@@ -131,9 +138,12 @@ def report(found: dict, args, info: dict) -> str:
         f"{', '.join(f'{v:.2f}' for v in info['load'][1])} (other work on the machine skews every time).",
         "",
         f"**This machine has {os.cpu_count()} cores: at most {os.cpu_count()} ranks run at once.** With more ranks "
-        "than cores the ranks take turns on the cores: the model is told so (`predict_time(..., cores=...)`: each "
-        "rank computes p / cores times slower; the links were measured with the same crowding), and those rows show "
-        "what oversubscription costs, not what as many devices would do.",
+        "than cores the ranks take turns on the cores, and those rows show what oversubscription costs, not what as "
+        "many devices would do. The model is told so by measuring it: every rank serving the whole batch at once "
+        '("replicas") gives the device a rank is while p ranks work (`serving.fit_device` on those times), and every '
+        "scheme's compute is slowed by as much as that device is slower than one rank alone "
+        "(`serving.loaded_device`; p / cores, `serving.shared_device`, is what it would be if turns were free). "
+        "The links were measured with the same crowding.",
         "",
         f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
         f"{device.overhead * 1e6:.2f} µs per layer call; for the tensor split, fitted to rank 0's shards timed alone "
@@ -142,21 +152,29 @@ def report(found: dict, args, info: dict) -> str:
             f"p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
             for p, d in sorted(found["shard_devices"].items())
         )
+        + '. Under load (`serving.fit_device` on "replicas"): '
+        + ", ".join(
+            f"{t} p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
+            for (t, p), d in sorted(found["loaded"].items())
+        )
         + ". Links fitted to labkit's ring all-reduce of 4 kB to "
-        "4 MB (`serving.fit_ring_link`; collectives) and to a ping-pong of 1 kB to 4 MB (the pipeline's messages), "
-        "each size's best time over the rounds:",
+        "4 MB (`serving.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
+        "its own, `measure.check_time`, and counted once per collective) and to a ping-pong of 1 kB to 4 MB (the "
+        "pipeline's messages), each size's best time over the rounds:",
         "",
     ]
     chosen = found["links"]
-    for key, (ring, p2p) in sorted(chosen.items()):
-        lines.append(f"- {key[0]}, p = {key[1]}: ring {ring}; ping-pong {p2p}")
+    for key, (ring, p2p, check) in sorted(chosen.items()):
+        lines.append(f"- {key[0]}, p = {key[1]}: ring {ring}; ping-pong {p2p}; check {check * 1e6:.1f} µs")
     rows, goal_lines = [], []
     for (transport, p), times in sorted(found["times"].items()):
-        (link, p2p), met = chosen[(transport, p)], []
-        for (scheme, b), t in sorted(times.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
+        (link, p2p, check), met = chosen[(transport, p)], []
+        served = {k: t for k, t in times.items() if k[0] in SCHEMES}  # "replicas" measured the loaded device
+        for (scheme, b), t in sorted(served.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
             one = found["single"][("single", b)]
-            dev = found["shard_devices"][p] if scheme == "tensor" else device
-            predicted = serving.predict_time(scheme, b, layers, p, link, dev, p2p=p2p, cores=os.cpu_count())
+            base = found["shard_devices"][p] if scheme == "tensor" else device
+            dev = serving.loaded_device(base, device, found["loaded"][(transport, p)])
+            predicted = serving.predict_time(scheme, b, layers, p, link, dev, p2p=p2p, check=check)
             error = (predicted - t) / t
             if b >= 64:
                 met.append((scheme, b, abs(error) <= GOAL))

@@ -34,6 +34,7 @@ class Measurement:
     exchange: dict[int, float] = field(default_factory=dict)  # bytes -> seconds of one ring step, all ranks busy
     gamma: float = 0.0  # seconds per byte of np.add, measured in one process
     allreduce: dict[tuple[str, int], float] = field(default_factory=dict)  # (algorithm, bytes) -> seconds
+    check: float = 0.0  # seconds of the shape-and-dtype check every labkit collective starts with (`check_time`)
 
     def link(self, kind: str = "exchange", with_gamma: bool = True) -> cost.Link:
         """α and β fitted by least squares (`labkit.cost.fit_link`) to the ping-pong or to the ring exchange.
@@ -175,8 +176,17 @@ def allreduce_times(
     return out
 
 
+def check_time(c: comm.Comm, repeats: int = 20) -> float:
+    """Median time of the check every labkit collective starts with: an object all-gather of each rank's shape and
+    dtype, so that a rank passing a different array raises instead of hanging. It costs what a collective costs
+    beyond its messages (on MPI, a pickled all-gather: tens of µs)."""
+    layout = ((1000,), np.dtype(np.float32).str)
+    return float(np.median(timed(c, lambda: c.allgather_object(layout), repeats)))
+
+
 def _measure(c: comm.Comm, algorithms, sizes, pingpong_sizes, repeats) -> dict:
     return {
+        "check": check_time(c, max(repeats, 20)) if c.size > 1 else 0.0,
         "pingpong": pingpong_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
         "exchange": exchange_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
         "gamma": reduce_gamma(),
@@ -201,7 +211,7 @@ def measure_shm(
         raise ValueError(f"measuring needs p >= 2 processes (a ping-pong takes two), got p={p}")
     run = comm.run(_measure, p, transport="shm", timeout=timeout, args=(algorithms, sizes, pingpong_sizes, repeats))
     got = run.values[0]
-    return Measurement("shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"])
+    return Measurement("shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"], got["check"])
 
 
 def wait_idle(seconds: float, below: float = 0.3) -> None:
@@ -297,6 +307,7 @@ def measure_mpi(
         {int(k): v for k, v in got["exchange"].items()},
         got["gamma"],
         {(a, int(n)): t for a, n, t in got["allreduce"]},
+        got["check"],
     )
 
 

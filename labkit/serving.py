@@ -7,6 +7,8 @@ A batch of B requests arrives; every scheme returns the B answers, equal to the 
   every request; ``"tensor-column"`` and ``"tensor-row"`` split every layer one way.
 - ``"pipeline"``: every rank holds whole layers, and micro-batches stream through (`labkit.pipeline`).
 - ``"single"``: rank 0 alone, the reference.
+- ``"replicas"``: every rank answers the whole batch by itself (p copies of the work, as p independent request
+  streams would give): what one rank computes at while p ranks share the machine (`loaded_device`).
 
 `serve` runs one batch on ``"sim"`` or ``"shm"``; `measure_serving` times batches on ``"shm"`` or under
 ``mpiexec -n p python -m labkit.serving`` (as `labkit.measure` times everything: barrier, slowest rank, median);
@@ -34,7 +36,7 @@ from labkit import pipeline as pl
 from labkit import tensor_parallel as tp
 from labkit.concepts import part
 
-SCHEMES = ("single", "data", "tensor", "tensor-column", "tensor-row", "pipeline")
+SCHEMES = ("single", "data", "replicas", "tensor", "tensor-column", "tensor-row", "pipeline")
 SPLIT_OF = {"tensor": "megatron", "tensor-column": "column", "tensor-row": "row"}
 BATCHES = (1, 4, 16, 64, 256, 1024)
 
@@ -53,6 +55,8 @@ def make_server(scheme: str, layers: list[tp.Dense], p: int, rank: int, micro_ba
         return lambda x, c: _replica(x, layers, c, device) if c.rank == 0 else None
     if scheme == "data":
         return lambda x, c: _replica(x[part(len(x), c.size, c.rank)], layers, c, device)
+    if scheme == "replicas":
+        return lambda x, c: _replica(x, layers, c, device)
     if scheme == "pipeline":
         pl.stages(layers, p)  # fail early, on every rank, if the model has too few layers
 
@@ -119,7 +123,7 @@ def memory_per_rank(layers: list[tp.Dense], p: int, scheme: str) -> list[int]:
     if scheme == "pipeline":
         return [sum(layers[i].nbytes for i in stage) for stage in pl.stages(layers, p)]
     whole = sum(layer.nbytes for layer in layers)
-    return [whole] + [whole if scheme == "data" else 0] * (p - 1)
+    return [whole] + [whole if scheme in ("data", "replicas") else 0] * (p - 1)
 
 
 def predict_time(
@@ -132,12 +136,16 @@ def predict_time(
     micro_batches: int | None = None,
     p2p: cost.Link | None = None,
     cores: int | None = None,
+    check: float = 0.0,
 ) -> float:
     """The α-β model of one batch: the busiest rank's compute (`Device`) plus the ring collectives on ``link``.
 
     A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece; a row-split layer all-reduces
     its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its single
     messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
+
+    ``check``: seconds each collective spends first checking that every rank passes the same shape and dtype
+    (`measure.check_time`; 0 on ``"sim"``, where it is free).
 
     ``cores``: how many cores the p ranks share (default: one each). With fewer cores than ranks the ranks take
     turns, so every rank computes p / cores times slower (`shared_device`); the links, measured on the same
@@ -147,17 +155,17 @@ def predict_time(
     if scheme == "pipeline":
         m = micro_batches or default_micro_batches(batch, p)
         return pl.pipeline_time(layers, batch, p, m, p2p or link, device)
-    if scheme in ("single", "data"):
-        rows = batch if scheme == "single" else -(-batch // p)
+    if scheme in ("single", "data", "replicas"):
+        rows = -(-batch // p) if scheme == "data" else batch
         return device.time(sum(layer.flops(rows) for layer in layers), calls=len(layers))
     total = 0.0
     for how, shard in tp.shard_model(layers, p, 0, SPLIT_OF[scheme]):  # rank 0 holds the largest shards
         total += device.time(shard.flops(batch))
         nbytes = batch * shard.n_out * shard.kernel.itemsize
         if how == "column":
-            total += (p - 1) * link.message_time(nbytes)
+            total += check + (p - 1) * link.message_time(nbytes)
         elif how in ("row", "pair-row"):
-            total += cost.allreduce_time("ring", nbytes, p, link)
+            total += check + cost.allreduce_time("ring", nbytes, p, link)
     return total
 
 
@@ -169,6 +177,15 @@ def shared_device(device: tp.Device, p: int, cores: int | None) -> tp.Device:
         raise ValueError(f"cores must be ≥ 1 (or None: a core per rank), got {cores}")
     share = p / int(cores)
     return tp.Device(flops=device.flops / share, overhead=device.overhead * share)
+
+
+def loaded_device(device: tp.Device, alone: tp.Device, loaded: tp.Device) -> tp.Device:
+    """``device`` slowed as much as measured: ``alone`` fitted to one rank's times (`fit_device` on "single"),
+    ``loaded`` to the same work on every one of p ranks at once ("replicas"). It is what `shared_device` assumes
+    (p / cores) measured instead: ranks that take turns on too few cores also pay for the switches and the
+    barriers' waits, and ranks on cores of their own still share the memory bus and the caches."""
+    overhead = device.overhead * loaded.overhead / alone.overhead if alone.overhead > 0 else loaded.overhead
+    return tp.Device(flops=device.flops * loaded.flops / alone.flops, overhead=overhead)
 
 
 # --- measuring on real processes -----------------------------------------------------------------------------------
@@ -321,13 +338,15 @@ def fit_shard_device(times: dict, layers: list[tp.Dense], p: int, split: str = "
 
 
 def fit_ring_link(m: measure.Measurement) -> cost.Link:
-    """The link that labkit's own ring all-reduce sees: t = 2(p − 1)(α + (n/p)β), fitted to m's ring times.
+    """The link that labkit's own ring all-reduce sees: t = check + 2(p − 1)(α + (n/p)β), fitted to m's ring times
+    less ``m.check`` (the shape check every collective starts with, measured on its own; pass it to
+    `predict_time` as ``check=``, once per collective).
 
-    Its α includes what a Python collective costs beyond one message (the consistency check, the loop), which a
+    Its α includes what a step of a Python collective costs beyond one message (the loop, the bookkeeping), which a
     ping-pong or a single exchange does not show."""
     rows = sorted((n, t) for (algorithm, n), t in m.allreduce.items() if algorithm == "ring")
     steps = 2 * (m.p - 1)
-    return cost.fit_link([n / m.p for n, _ in rows], [t / steps for _, t in rows])
+    return cost.fit_link([n / m.p for n, _ in rows], [max(t - m.check, 1e-9) / steps for _, t in rows])
 
 
 def main(argv: list[str] | None = None) -> None:

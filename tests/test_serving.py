@@ -54,6 +54,7 @@ def test_memory_per_rank_matches_a_hand_count():
     whole = 4 * ((784 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10))
     assert serving.memory_per_rank(LAYERS, 3, "data") == [whole] * 3
     assert serving.memory_per_rank(LAYERS, 3, "single") == [whole, 0, 0]
+    assert serving.memory_per_rank(LAYERS, 3, "replicas") == [whole] * 3
     assert serving.memory_per_rank(LAYERS, 2, "pipeline") == [4 * (784 * 100 + 100), 4 * (100 * 100 + 100 + 1010)]
     tensor = serving.memory_per_rank(LAYERS, 4, "tensor")
     assert tensor[0] == 4 * ((784 * 25 + 25) + (25 * 100 + 100) + (100 * 3 + 3))
@@ -127,6 +128,32 @@ def test_fit_ring_link_recovers_the_link_of_the_ring_times():
     times = {("ring", n): cost.allreduce_time("ring", n, 4, link) for n in (4096, 65536, 1 << 20)}
     fitted = serving.fit_ring_link(measure.Measurement("shm", 4, {}, allreduce=times))
     assert fitted.alpha == pytest.approx(15e-6) and fitted.beta == pytest.approx(1 / 5e9)
+    checked = {key: t + 40e-6 for key, t in times.items()}  # every collective first checks shapes: 40 µs
+    fitted = serving.fit_ring_link(measure.Measurement("shm", 4, {}, allreduce=checked, check=40e-6))
+    assert fitted.alpha == pytest.approx(15e-6) and fitted.beta == pytest.approx(1 / 5e9)
+
+
+def test_the_shape_check_counts_once_per_collective():
+    link, device = cost.Link(2e-5, 1e-9), tp.Device(flops=5e10, overhead=3e-6)
+    for scheme, collectives_per_batch in (("tensor", 2), ("tensor-column", 3), ("tensor-row", 3), ("data", 0)):
+        # the article's MLP at p = 2: Megatron pairs dense_1 with dense_2 (one all-reduce), the softmax layer alone
+        plain = serving.predict_time(scheme, 64, LAYERS, 2, link, device)
+        checked = serving.predict_time(scheme, 64, LAYERS, 2, link, device, check=1e-3)
+        assert checked - plain == pytest.approx(collectives_per_batch * 1e-3)
+
+
+def test_loaded_device_slows_any_device_as_much_as_measured():
+    alone, loaded = tp.Device(flops=1e11, overhead=2e-6), tp.Device(flops=4e10, overhead=7e-6)
+    shard = tp.Device(flops=8e10, overhead=4e-6)
+    got = serving.loaded_device(shard, alone, loaded)
+    assert got.flops == pytest.approx(8e10 * 0.4) and got.overhead == pytest.approx(4e-6 * 3.5)
+    assert serving.loaded_device(alone, alone, loaded) == loaded
+    no_overhead = serving.loaded_device(shard, tp.Device(flops=1e11, overhead=0.0), loaded)
+    assert no_overhead.overhead == loaded.overhead
+    # "replicas": every rank the whole batch, so the loaded device fitted to it predicts it exactly
+    times = {("replicas", b): serving.predict_time("replicas", b, LAYERS, 4, cost.Link(0, 0), loaded) for b in (1, 64)}
+    fitted = serving.fit_device(serving.Measured("shm", 4, times, {}), LAYERS)
+    assert fitted.flops == pytest.approx(4e10) and fitted.overhead == pytest.approx(7e-6)
 
 
 def test_latency_throughput_figure_and_table():
