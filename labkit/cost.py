@@ -226,7 +226,8 @@ def allreduce_footprint(nbytes: float, p: int) -> float:
 
 
 def regime(footprint: float, cache_bytes: int) -> str:
-    """ "cache" if ``footprint`` bytes fit in a cache of ``cache_bytes`` bytes, else "memory"."""
+    """The regime of an operation that touches ``footprint`` bytes: "cache" if they fit in ``cache_bytes``, else
+    "memory"."""
     if not cache_bytes > 0:
         raise ValueError(f"cache_bytes must be > 0 (the last-level cache's size), got {cache_bytes!r}")
     return "cache" if footprint <= cache_bytes else "memory"

@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # --- latency against throughput ------------------------------------------------------------------------------------
 
-COLORS = {"single": "0.3", "data": "#4c72b0", "tensor": "#dd8452", "pipeline": "#55a868"}
+COLORS = {"single": "0.3", "data": "#4c72b0", "replicas": "#8172b3", "tensor": "#dd8452", "pipeline": "#55a868"}
 
 
 def plot_latency_throughput(panels: dict[str, dict[tuple[str, int], float]], title: str = "Latency and throughput"):

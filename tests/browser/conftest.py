@@ -52,12 +52,16 @@ def pytest_ignore_collect(collection_path, config):
 
 
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    """Where every before/after screenshot goes: $LABKIT_SCREENSHOTS or a fresh temporary folder."""
-    folder = Path(os.environ.get("LABKIT_SCREENSHOTS") or tempfile.mkdtemp(prefix="labkit-screenshots-"))
+def screenshots():
+    """Where every before/after screenshot goes: $LABKIT_SCREENSHOTS (kept), or a temporary folder removed at the
+    end of the session (nothing left behind)."""
+    keep = os.environ.get("LABKIT_SCREENSHOTS")
+    folder = Path(keep or tempfile.mkdtemp(prefix="labkit-screenshots-"))
     folder.mkdir(parents=True, exist_ok=True)
-    _SUMMARY["screenshots"] = folder
-    return folder
+    _SUMMARY["screenshots"] = folder if keep else None
+    yield folder
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _SUMMARY: dict = {"times": {}}
@@ -67,7 +71,12 @@ def pytest_terminal_summary(terminalreporter):
     if "screenshots" in _SUMMARY:
         for name, seconds in _SUMMARY["times"].items():
             terminalreporter.write_line(f"{name}: {seconds:.0f} s in the browser")
-        terminalreporter.write_line(f"labkit browser screenshots: {_SUMMARY['screenshots']}")
+        where = _SUMMARY["screenshots"]
+        terminalreporter.write_line(
+            f"labkit browser screenshots: {where}"
+            if where
+            else "labkit browser screenshots: set LABKIT_SCREENSHOTS=<folder> to keep them"
+        )
 
 
 @pytest.fixture(scope="session")
