@@ -132,17 +132,6 @@ def reduce_gamma(nbytes: int = 1 << 24, repeats: int = 10) -> float:
     return float(np.median(times[1:])) / nbytes
 
 
-def reduce_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
-    """Median time of the ring's reduction, out ← mine + incoming over float32 arrays of each size in bytes, with
-    every rank adding at once (they share the memory bus and, when ranks outnumber cores, the cores)."""
-    out = {}
-    for nbytes in sizes:
-        mine, incoming, into = (np.ones(nbytes // 4, np.float32) for _ in range(3))
-        call = lambda a=mine, b=incoming, o=into: np.add(a, b, out=o)  # noqa: E731
-        out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
-    return out
-
-
 def reduce_step_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
     """Median time of one reduce-scatter step of the ring: every rank sends float32 ``x`` to its right neighbour
     while adding what its left one sends to its own chunk, out ← mine + incoming (``sendrecv_reduce(acc=)``).

@@ -170,7 +170,8 @@ def predict_time(
 
 
 def shared_device(device: tp.Device, p: int, cores: int | None) -> tp.Device:
-    """The device each of p ranks sees on ``cores`` cores: p / cores times slower when ranks outnumber cores."""
+    """The device each of p ranks sees on ``cores`` cores, naively: p / cores times slower when ranks outnumber
+    cores, as if taking turns were free. `loaded_device` measures the slowdown instead."""
     if cores is None or p <= cores:
         return device
     if int(cores) < 1:

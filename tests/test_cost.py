@@ -173,9 +173,7 @@ def test_link_validates_and_reads_well():
     assert repr(Link(0, 0)) == "Link(alpha=0 s, bandwidth=inf GB/s, gamma=0)"
 
 
-def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
-    """benchmarks/allreduce.py's check: α' + β'n grows at most in proportion to n, so a time that grows faster
-    than (1 + 20 %)/(1 − 20 %) · n₂/n₁ leaves one of the two sizes outside ±20 % for every α', β' ≥ 0."""
+def _allreduce_benchmark():
     import importlib.util
     from pathlib import Path
 
@@ -183,6 +181,36 @@ def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
     spec = importlib.util.spec_from_file_location("allreduce_benchmark", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_fits_links_and_gamma_on_each_side_of_the_cache():
+    """benchmarks/allreduce.py's fit: ping-pong and exchange lines, γ from (reduce step − exchange) per byte, and
+    per regime (footprint 2pm of an exchange of m bytes) a link and a γ of its own."""
+    bench, p, cache = _allreduce_benchmark(), 2, 32 << 20
+    inside, outside = Link(10e-6, 1 / 12e9, 1 / 20e9), Link(40e-6, 1 / 5e9, 1 / 8e9)
+    pingpong = Link(8e-6, 1 / 15e9)
+    medians = {}
+    for n in bench.PINGPONG:  # float32 values, as the benchmark measures them
+        m = 4 * n
+        link = inside if 2 * p * m <= cache else outside
+        medians[("ping-pong", n)] = pingpong.message_time(m)
+        medians[("exchange", n)] = link.message_time(m)
+        medians[("reduce", n)] = link.message_time(m) + m * link.gamma
+    links = bench.fit(medians, p, cache)
+    for name, want in (("cache", inside), ("memory", outside)):
+        got = links[name]
+        assert got.alpha == pytest.approx(want.alpha, rel=1e-6) and got.beta == pytest.approx(want.beta, rel=1e-9)
+        assert got.gamma == pytest.approx(want.gamma, rel=1e-6)
+    assert links["ping-pong"].beta == pytest.approx(pingpong.beta, rel=1e-9)
+    assert "cache" not in bench.fit(medians, p, None)  # the cache's size unknown: one line each, no regimes
+    assert bench._slope([(1.0, 2.0)]) == 0.0 and bench._slope([(1.0, 2.0), (2.0, 1.0)]) == 0.0  # never negative
+
+
+def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
+    """benchmarks/allreduce.py's check: α' + β'n grows at most in proportion to n, so a time that grows faster
+    than (1 + 20 %)/(1 − 20 %) · n₂/n₁ leaves one of the two sizes outside ±20 % for every α', β' ≥ 0."""
+    bench = _allreduce_benchmark()
 
     def rows(times):
         return [{"p": 2, "bytes": n, "time_s": t} for n, t in times.items()]
