@@ -180,7 +180,8 @@ def fit(medians: dict, p: int, cache: int | None) -> dict:
     receive (out ← mine + incoming, in the same pass that takes the message out of the mailbox), so γ is what that
     adds to a step: the slope of (reduce step − exchange step) over the message size. With the cache's size known,
     "cache" and "memory" are the exchange link and γ fitted on each side of the last-level cache
-    (`cost.fit_link_regimes`; footprint: every rank's send and receive buffers, 2pm bytes for messages of m).
+    (`cost.fit_link_regimes`, one α for both; footprint: every rank's send and receive buffers, 2pm bytes for
+    messages of m).
     """
 
     def points(kind: str) -> tuple:
@@ -202,7 +203,9 @@ def fit(medians: dict, p: int, cache: int | None) -> dict:
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
-    """Seconds per byte: the least-squares slope of (size, extra time), 0 if it does not grow (or too few sizes)."""
+    """Seconds per byte: the least-squares slope of (size, extra time), 0 if it does not grow (or too few sizes).
+    The line's intercept, the fixed time a reduce step adds to an exchange (one more call, its bookkeeping), is
+    not per byte and stays out of γ."""
     if len({n for n, _ in points}) < 2:
         return 0.0
     n, t = np.array(points, dtype=float).T

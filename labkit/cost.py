@@ -234,11 +234,15 @@ def regime(footprint: float, cache_bytes: int) -> str:
 
 
 def fit_link_regimes(sizes, times, footprints, cache_bytes: int) -> dict[str, Link]:
-    """One `fit_link` per memory regime: {"cache": Link, "memory": Link}.
+    """The links of the two memory regimes, {"cache": Link, "memory": Link}: one α, a β for each regime.
 
     On one machine the "link" is the memory system, and its β changes when the data an operation touches
     (``footprints``, in bytes, one per measurement) no longer fits in the last-level cache: the α-β model holds on
-    each side of that step, not across it. Each regime needs times for at least two message sizes.
+    each side of that step, not across it. α, what a message costs before its first byte (waking the receiver,
+    the handshake), is the same on both sides, so all the times are fitted together, t ≈ α + n·β_regime, by least
+    squares on relative errors as `fit_link` does. (A separate line through the few sizes beyond the cache gives
+    an α of a millisecond or so: it is the bend between the regimes, not a start-up cost.) Each regime needs
+    times for at least two message sizes.
     """
     sizes, times = np.asarray(sizes, dtype=float).ravel(), np.asarray(times, dtype=float).ravel()
     footprints = np.asarray(footprints, dtype=float).ravel()
@@ -246,18 +250,23 @@ def fit_link_regimes(sizes, times, footprints, cache_bytes: int) -> dict[str, Li
         raise ValueError(
             f"sizes, times and footprints must have the same length, got {sizes.size}, {times.size}, {footprints.size}"
         )
+    if np.any(times <= 0):
+        raise ValueError("every measured time must be > 0 seconds")
     where = np.array([regime(f, cache_bytes) for f in footprints])
-    links = {}
     for name in REGIMES:
-        mine = where == name
-        if np.unique(sizes[mine]).size < 2:
+        if np.unique(sizes[where == name]).size < 2:
             raise ValueError(
                 f"fit_link_regimes needs times for at least 2 message sizes whose footprint is "
                 f"{'within' if name == 'cache' else 'beyond'} the {cache_bytes:,}-byte cache, got "
-                f"{np.unique(sizes[mine]).size}: measure {'smaller' if name == 'cache' else 'larger'} messages too"
+                f"{np.unique(sizes[where == name]).size}: measure {'smaller' if name == 'cache' else 'larger'} "
+                "messages too"
             )
-        links[name] = fit_link(sizes[mine], times[mine])
-    return links
+    columns = [np.ones_like(sizes)] + [np.where(where == name, sizes, 0.0) for name in REGIMES]
+    design = np.stack(columns, axis=1) / times[:, None]
+    (alpha, *betas), *_ = np.linalg.lstsq(design, np.ones_like(times), rcond=None)
+    if min(betas) <= 0:
+        raise ValueError("the times do not grow with the message size in each regime: measure more sizes")
+    return {name: Link(alpha=max(float(alpha), 0.0), beta=float(b)) for name, b in zip(REGIMES, betas, strict=True)}
 
 
 def crossover(alg_a: str, alg_b: str, p: int, link: Link, lo: float = 1, hi: float = 1e11) -> float | None:

@@ -96,12 +96,13 @@ def test_fit_link_regimes_recovers_a_link_on_each_side_of_the_cache():
     cache, p = 32 << 20, 2
     sizes = np.array([2**k for k in range(10, 27)], dtype=float)  # 1 KiB … 64 MiB messages
     footprints = 2 * p * sizes  # as measure.exchange_times: every rank's send and receive buffer
-    inside, outside = Link(10e-6, 1 / 12e9), Link(50e-6, 1 / 4e9)  # out of cache: slower per byte
+    inside, outside = Link(10e-6, 1 / 12e9), Link(10e-6, 1 / 4e9)  # out of cache: the same α, slower per byte
     times = np.where(footprints <= cache, inside.message_time(sizes), outside.message_time(sizes))
     links = cost.fit_link_regimes(sizes, times, footprints, cache)
     for name, want in (("cache", inside), ("memory", outside)):
         assert links[name].alpha == pytest.approx(want.alpha, rel=1e-6)
         assert links[name].beta == pytest.approx(want.beta, rel=1e-9)
+    assert links["cache"].alpha == links["memory"].alpha  # one start-up cost, fitted to every size
     one = cost.fit_link(sizes, times)  # one line through both regimes misses one of them by far more
     assert (
         abs(one.message_time(64 << 20) / outside.message_time(64 << 20) - 1) > 0.2
@@ -118,6 +119,23 @@ def test_regimes_split_at_the_cache_size_and_need_two_sizes_each():
         cost.fit_link_regimes([10, 100, 1000], [1e-6, 2e-6, 3e-6], [40, 400, 4000], 1000)
     with pytest.raises(ValueError, match="same length"):
         cost.fit_link_regimes([10, 100], [1e-6, 2e-6], [40], 1000)
+    with pytest.raises(ValueError, match="> 0 seconds"):
+        cost.fit_link_regimes([10, 100, 1000, 2000], [1e-6, 0, 3e-6, 4e-6], [40, 400, 4000, 8000], 1000)
+
+
+def test_fit_link_regimes_shares_alpha_where_separate_lines_would_not():
+    """Beyond the cache the times bend (the first sizes there still partly hit it): a line through those alone
+    starts far above the real α; the joint fit keeps the α the small messages show."""
+    cache = 1 << 20
+    sizes = np.array([1e3, 1e4, 1e5, 2e5, 1e6, 2e6, 4e6])
+    footprints = 2 * sizes
+    times = np.array([11e-6, 20e-6, 110e-6, 210e-6, 2.0e-3, 3.0e-3, 5.0e-3])
+    links = cost.fit_link_regimes(sizes, times, footprints, cache)
+    alone = cost.fit_link(sizes[footprints > cache], times[footprints > cache])
+    assert alone.alpha > 500e-6 and links["memory"].alpha < 20e-6
+    for n, t in zip(sizes, times, strict=True):  # and still within 40 % of every time
+        link = links[cost.regime(2 * n, cache)]
+        assert link.message_time(n) == pytest.approx(t, rel=0.4)
 
 
 @pytest.mark.parametrize("link", [Link(1e-5, 1e-9), LINK, cost.preset("InfiniBand HDR")])
@@ -188,7 +206,7 @@ def test_the_benchmark_fits_links_and_gamma_on_each_side_of_the_cache():
     """benchmarks/allreduce.py's fit: ping-pong and exchange lines, γ from (reduce step − exchange) per byte, and
     per regime (footprint 2pm of an exchange of m bytes) a link and a γ of its own."""
     bench, p, cache = _allreduce_benchmark(), 2, 32 << 20
-    inside, outside = Link(10e-6, 1 / 12e9, 1 / 20e9), Link(40e-6, 1 / 5e9, 1 / 8e9)
+    inside, outside = Link(10e-6, 1 / 12e9, 1 / 20e9), Link(10e-6, 1 / 5e9, 1 / 8e9)
     pingpong = Link(8e-6, 1 / 15e9)
     medians = {}
     for n in bench.PINGPONG:  # float32 values, as the benchmark measures them
@@ -205,6 +223,7 @@ def test_the_benchmark_fits_links_and_gamma_on_each_side_of_the_cache():
     assert links["ping-pong"].beta == pytest.approx(pingpong.beta, rel=1e-9)
     assert "cache" not in bench.fit(medians, p, None)  # the cache's size unknown: one line each, no regimes
     assert bench._slope([(1.0, 2.0)]) == 0.0 and bench._slope([(1.0, 2.0), (2.0, 1.0)]) == 0.0  # never negative
+    assert bench._slope([(1.0, 5.0), (2.0, 7.0)]) == pytest.approx(2.0)  # the fixed 3 s stays out of γ
 
 
 def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
