@@ -14,7 +14,7 @@ batch size; for the tensor split `serving.fit_shard_device`, from rank 0's shard
 `serving.loaded_device` as much as every rank serving a whole batch at once, "replicas", is slower) and the link
 (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
 α includes what a collective costs in Python beyond one message; the pipeline's single messages on the ping-pong
-link measured beside it).
+link measured beside it, and each stage's sends on the sender's side of a message, `measure.send_times`).
 The weights are random with the article's shapes and activations (times do not depend on their values). Writes
 benchmarks/results/inference.md.
 """
@@ -38,7 +38,6 @@ from labkit import tensor_parallel as tp  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMES = ("data", "tensor", "pipeline")
 GOAL = 0.25  # the prediction within 25 % of the measured time, for batches of 64 and more
-RING_SIZES = (1 << 12, 1 << 16, 1 << 20, 1 << 22)  # 4 kB … 4 MB: around inference's all-reduces (400 B … 400 kB)
 
 
 def article_layers(seed: int = 0) -> list[tp.Dense]:
@@ -63,7 +62,7 @@ def measure_all(args) -> dict:
     layers, x = article_layers(), np.random.default_rng(1).random((max(args.batches), 784), dtype=np.float32)
     reference = tp.forward(x, layers)
     repeats = 5 if args.quick else None
-    single, times, ring, pingpong, check = {}, {}, {}, {}, {}
+    single, times, ring, pingpong, sends, check = {}, {}, {}, {}, {}, {}
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}: one rank", flush=True)
         one = serving.measure_serving(layers, 1, x, ("single",), args.batches, repeats=repeats)
@@ -73,12 +72,17 @@ def measure_all(args) -> dict:
                 key = (transport, p)
                 print(f"round {k + 1}/{args.rounds}: {transport}, p = {p}", flush=True)
                 fit = (measure.measure_shm if transport == "shm" else measure.measure_mpi)(
-                    p, algorithms=("ring",), sizes=RING_SIZES, repeats=5 if args.quick else 20
+                    p,
+                    algorithms=("ring",),
+                    sizes=serving.RING_SIZES,
+                    pingpong_sizes=serving.P2P_SIZES,
+                    repeats=5 if args.quick else 20,
                 )
                 check[key] = min(fit.check, check.get(key, np.inf))
-                ring[key], pingpong[key] = (
+                ring[key], pingpong[key], sends[key] = (
                     best(ring.get(key, {}), fit.allreduce),
                     best(pingpong.get(key, {}), fit.pingpong),
+                    best(sends.get(key, {}), fit.send),
                 )
                 schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)] + ["replicas"]
                 got = serving.measure_serving(layers, p, x, schemes, args.batches, transport, repeats=repeats)
@@ -95,8 +99,13 @@ def measure_all(args) -> dict:
         loaded[(transport, p)] = serving.fit_device(serving.Measured(transport, p, replicas, {}), layers)
     links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
     for key, ring_times in ring.items():
-        m = measure.Measurement(*key, pingpong[key], allreduce=ring_times, check=check[key])
-        links[key] = (serving.fit_ring_link(m), m.link("pingpong", with_gamma=False), m.check)
+        m = measure.Measurement(*key, pingpong[key], allreduce=ring_times, check=check[key], send=sends[key])
+        links[key] = (
+            serving.fit_ring_link(m),
+            m.link("pingpong", with_gamma=False),
+            m.check,
+            m.link("send", with_gamma=False),  # what a pipeline stage spends handing on each micro-batch
+        )
     return {
         "layers": layers,
         "single": single,
@@ -157,24 +166,25 @@ def report(found: dict, args, info: dict) -> str:
             f"{t} p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
             for (t, p), d in sorted(found["loaded"].items())
         )
-        + ". Links fitted to labkit's ring all-reduce of 4 kB to "
-        "4 MB (`serving.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
-        "its own, `measure.check_time`, and counted once per collective) and to a ping-pong of 1 kB to 4 MB (the "
-        "pipeline's messages), each size's best time over the rounds:",
+        + ". Links fitted to labkit's ring all-reduce of 1 kB to 1 MB (`serving.RING_SIZES`, "
+        "`serving.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
+        "its own, `measure.check_time`, and counted once per collective) and to a ping-pong of 1 kB to 256 kB (the "
+        "pipeline's messages, `serving.P2P_SIZES`; \"send\": the sender's side alone, `measure.send_times`, which a "
+        "pipeline stage pays for every micro-batch it hands on), each size's best time over the rounds:",
         "",
     ]
     chosen = found["links"]
-    for key, (ring, p2p, check) in sorted(chosen.items()):
-        lines.append(f"- {key[0]}, p = {key[1]}: ring {ring}; ping-pong {p2p}; check {check * 1e6:.1f} µs")
+    for key, (ring, p2p, check, send) in sorted(chosen.items()):
+        lines.append(f"- {key[0]}, p = {key[1]}: ring {ring}; ping-pong {p2p}; send {send}; check {check * 1e6:.1f} µs")
     rows, goal_lines = [], []
     for (transport, p), times in sorted(found["times"].items()):
-        (link, p2p, check), met = chosen[(transport, p)], []
+        (link, p2p, check, send), met = chosen[(transport, p)], []
         served = {k: t for k, t in times.items() if k[0] in SCHEMES}  # "replicas" measured the loaded device
         for (scheme, b), t in sorted(served.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
             one = found["single"][("single", b)]
             base = found["shard_devices"][p] if scheme == "tensor" else device
             dev = serving.loaded_device(base, device, found["loaded"][(transport, p)])
-            predicted = serving.predict_time(scheme, b, layers, p, link, dev, p2p=p2p, check=check)
+            predicted = serving.predict_time(scheme, b, layers, p, link, dev, p2p=p2p, check=check, send=send)
             error = (predicted - t) / t
             if b >= 64:
                 met.append((scheme, b, abs(error) <= GOAL))

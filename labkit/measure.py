@@ -35,14 +35,17 @@ class Measurement:
     gamma: float = 0.0  # seconds per byte of np.add, measured in one process
     allreduce: dict[tuple[str, int], float] = field(default_factory=dict)  # (algorithm, bytes) -> seconds
     check: float = 0.0  # seconds of the shape-and-dtype check every labkit collective starts with (`check_time`)
+    send: dict[int, float] = field(default_factory=dict)  # bytes -> seconds the sender spends in send (`send_times`)
 
     def link(self, kind: str = "exchange", with_gamma: bool = True) -> cost.Link:
-        """α and β fitted by least squares (`labkit.cost.fit_link`) to the ping-pong or to the ring exchange.
+        """α and β fitted by least squares (`labkit.cost.fit_link`) to the ping-pong, the ring exchange or the
+        sender's side of a message ("send").
 
         The ping-pong sees one message on an idle machine; the exchange sees every rank sending and receiving at
-        once, as in an all-reduce, so its β includes the contention for memory bandwidth and cores.
+        once, as in an all-reduce, so its β includes the contention for memory bandwidth and cores. "send" is what
+        sending costs the sender alone (`send_times`): a pipeline stage pays it for every micro-batch it hands on.
         """
-        times = {"pingpong": self.pingpong, "exchange": self.exchange}[kind]
+        times = {"pingpong": self.pingpong, "exchange": self.exchange, "send": self.send}[kind]
         sizes = sorted(times)
         fitted = cost.fit_link(sizes, [times[n] for n in sizes])
         return cost.Link(fitted.alpha, fitted.beta, self.gamma if with_gamma else 0.0)
@@ -92,6 +95,25 @@ def pingpong_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dic
 
         out[int(nbytes)] = float(np.median(timed(c, bounce, repeats))) / 2
     return out
+
+
+def send_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+    """Median time rank 0 spends in ``send`` of a message of each size to rank 1, which is already waiting in
+    ``recv``: the sender's side of a message (LogP's send overhead o, with its copy), which the α-β model charges
+    to the receiver alone. The same on every rank (rank 0 shares its times)."""
+    out = {}
+    for nbytes in sizes:
+        x, mine = np.ones(nbytes, np.uint8), []
+        for _ in range(repeats + 2):  # two to warm up
+            c.barrier()
+            if c.rank == 0:
+                start = time.perf_counter()
+                c.send(x, 1)
+                mine.append(time.perf_counter() - start)
+            elif c.rank == 1:
+                c.recv(0)
+        out[int(nbytes)] = float(np.median(mine[2:])) if c.rank == 0 else 0.0
+    return c.allgather_object(out)[0]
 
 
 def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
@@ -178,6 +200,7 @@ def _measure(c: comm.Comm, algorithms, sizes, pingpong_sizes, repeats) -> dict:
         "check": check_time(c, max(repeats, 20)) if c.size > 1 else 0.0,
         "pingpong": pingpong_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
         "exchange": exchange_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
+        "send": send_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
         "gamma": reduce_gamma(),
         "allreduce": allreduce_times(c, algorithms, sizes, repeats),
     }
@@ -200,7 +223,9 @@ def measure_shm(
         raise ValueError(f"measuring needs p >= 2 processes (a ping-pong takes two), got p={p}")
     run = comm.run(_measure, p, transport="shm", timeout=timeout, args=(algorithms, sizes, pingpong_sizes, repeats))
     got = run.values[0]
-    return Measurement("shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"], got["check"])
+    return Measurement(
+        "shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"], got["check"], got["send"]
+    )
 
 
 def wait_idle(seconds: float, below: float = 0.3) -> None:
@@ -297,6 +322,7 @@ def measure_mpi(
         got["gamma"],
         {(a, int(n)): t for a, n, t in got["allreduce"]},
         got["check"],
+        {int(k): v for k, v in got["send"].items()},
     )
 
 

@@ -39,6 +39,13 @@ from labkit.concepts import part
 SCHEMES = ("single", "data", "replicas", "tensor", "tensor-column", "tensor-row", "pipeline")
 SPLIT_OF = {"tensor": "megatron", "tensor-column": "column", "tensor-row": "row"}
 BATCHES = (1, 4, 16, 64, 256, 1024)
+#: Vector sizes (bytes) to fit `fit_ring_link` over: 1 kB … 1 MB, the range the article's MLP all-reduces and
+#: all-gathers for these batches (20 B … 410 kB). Fit a line where it is used: MPI's per-message cost changes with
+#: its protocol, so a line through 4 MB misses the small sizes (measured: −30 % at 400 kB, −16 % fitted here).
+RING_SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20)
+#: Message sizes (bytes) to fit the pipeline's point-to-point link over (a ping-pong): 1 kB … 256 kB, around its
+#: micro-batches' activations (2.4 kB … 51 kB for B ≥ 64); a line fitted up to 4 MB missed them by up to 20 %.
+P2P_SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18)
 
 
 def default_micro_batches(batch: int, p: int) -> int:
@@ -137,12 +144,16 @@ def predict_time(
     p2p: cost.Link | None = None,
     cores: int | None = None,
     check: float = 0.0,
+    send: cost.Link | None = None,
 ) -> float:
     """The α-β model of one batch: the busiest rank's compute (`Device`) plus the ring collectives on ``link``.
 
     A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece; a row-split layer all-reduces
     its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its single
     messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
+
+    ``send``: what a message costs its sender (`measure.send_times`), counted for each micro-batch a pipeline stage
+    hands on (`pipeline.pipeline_time`); None on "sim", where sending does not hold the sender's clock.
 
     ``check``: seconds each collective spends first checking that every rank passes the same shape and dtype
     (`measure.check_time`; 0 on ``"sim"``, where it is free).
@@ -154,7 +165,7 @@ def predict_time(
     device = shared_device(device or tp.DEFAULT_DEVICE, p, cores)
     if scheme == "pipeline":
         m = micro_batches or default_micro_batches(batch, p)
-        return pl.pipeline_time(layers, batch, p, m, p2p or link, device)
+        return pl.pipeline_time(layers, batch, p, m, p2p or link, device, send=send)
     if scheme in ("single", "data", "replicas"):
         rows = -(-batch // p) if scheme == "data" else batch
         return device.time(sum(layer.flops(rows) for layer in layers), calls=len(layers))

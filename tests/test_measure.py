@@ -73,12 +73,22 @@ def test_reduce_step_and_exchange_times_are_measured_on_every_rank_at_once():
         assert set(times) == {1 << 12, 1 << 21} and all(0 < t < 1 for t in times.values())
 
 
+def test_send_times_are_the_senders_own_and_shared_by_every_rank():
+    def both(c):
+        return measure.send_times(c, (1 << 10, 1 << 20), repeats=3)
+
+    values = comm.run(both, 3, transport="shm").values  # a third rank only joins the barriers
+    assert values[0] == values[1] == values[2]
+    assert set(values[0]) == {1 << 10, 1 << 20} and all(0 < t < 1 for t in values[0].values())
+
+
 def test_measure_shm_returns_every_algorithm_and_size():
     m = measure.measure_shm(2, algorithms=("ring", "ps"), sizes=(4096,), pingpong_sizes=(1024, 65536), repeats=2)
     assert 0 < m.check < 1  # the shape check every collective starts with, timed on its own
     assert set(m.allreduce) == {("ring", 4096), ("ps", 4096)}
-    assert set(m.pingpong) == set(m.exchange) == {1024, 65536}
-    assert all(t > 0 for t in [*m.allreduce.values(), *m.pingpong.values()])
+    assert set(m.pingpong) == set(m.exchange) == set(m.send) == {1024, 65536}
+    assert all(t > 0 for t in [*m.allreduce.values(), *m.pingpong.values(), *m.send.values()])
+    assert m.link("send", with_gamma=False).beta > 0  # the sender's side of a message, fitted like any link
     with pytest.raises(ValueError, match="p >= 2"):
         measure.measure_shm(1)
 
@@ -90,6 +100,7 @@ def test_measure_mpi_runs_the_same_code_under_mpiexec():
     assert m.transport == "mpi" and set(m.allreduce) == {("tree", 4096), ("tree", 65536)}
     assert np.isfinite(m.gamma) and m.gamma > 0
     assert 0 < m.check < 1  # the shape check, timed under mpiexec and carried through the JSON
+    assert set(m.send) == {1024, 65536} and all(0 < t < 1 for t in m.send.values())  # int keys after the JSON
 
 
 @pytest.mark.mpi

@@ -133,6 +133,31 @@ def test_fit_ring_link_recovers_the_link_of_the_ring_times():
     assert fitted.alpha == pytest.approx(15e-6) and fitted.beta == pytest.approx(1 / 5e9)
 
 
+def test_the_ring_link_is_fitted_over_the_sizes_inference_all_reduces():
+    """serving.RING_SIZES spans every vector the tensor splits all-reduce for the batches the goal judges (B ≥ 64),
+    at p = 2 … 8: a link is predicted where it was fitted, not extrapolated."""
+    lo, hi = min(serving.RING_SIZES), max(serving.RING_SIZES)
+    for scheme, split in serving.SPLIT_OF.items():
+        for p in (2, 4, 8):
+            for how, shard in tp.shard_model(LAYERS, p, 0, split):
+                if how in ("row", "pair-row"):
+                    for b in (b for b in serving.BATCHES if b >= 64):
+                        nbytes = b * shard.n_out * shard.kernel.itemsize
+                        assert lo <= nbytes <= hi, (scheme, p, b, nbytes)
+
+
+def test_the_pipeline_link_is_fitted_over_the_sizes_it_sends():
+    """serving.P2P_SIZES spans the activations a pipeline stage receives per micro-batch for B ≥ 64 (the default
+    micro-batches, p = 2 and 3 stages of the article's MLP)."""
+    lo, hi = min(serving.P2P_SIZES), max(serving.P2P_SIZES)
+    for p in (2, 3):
+        for b in (b for b in serving.BATCHES if b >= 64):
+            rows = -(-b // serving.default_micro_batches(b, p))
+            for stage in pl.stages(LAYERS, p)[1:]:
+                nbytes = rows * LAYERS[stage[0]].n_in * 4
+                assert lo <= nbytes <= hi, (p, b, nbytes)
+
+
 def test_the_shape_check_counts_once_per_collective():
     link, device = cost.Link(2e-5, 1e-9), tp.Device(flops=5e10, overhead=3e-6)
     for scheme, collectives_per_batch in (("tensor", 2), ("tensor-column", 3), ("tensor-row", 3), ("data", 0)):
