@@ -41,10 +41,12 @@ SPLIT_OF = {"tensor": "megatron", "tensor-column": "column", "tensor-row": "row"
 BATCHES = (1, 4, 16, 64, 256, 1024)
 #: Vector sizes (bytes) to fit `fit_ring_link` over: 1 kB … 1 MB, the range the article's MLP all-reduces and
 #: all-gathers for these batches (20 B … 410 kB). Fit a line where it is used: MPI's per-message cost changes with
-#: its protocol, so a line through 4 MB misses the small sizes (measured: −30 % at 400 kB, −16 % fitted here).
+#: its protocol, so a line through 4 MB misses the small sizes (measured on MPI, 25–410 kB: off by up to 30 %
+#: fitted to 4 kB … 4 MB, by up to 17 % fitted to these).
 RING_SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20)
 #: Message sizes (bytes) to fit the pipeline's point-to-point link over (a ping-pong): 1 kB … 256 kB, around its
-#: micro-batches' activations (2.4 kB … 51 kB for B ≥ 64); a line fitted up to 4 MB missed them by up to 20 %.
+#: micro-batches' activations (2.4 kB … 51 kB for B ≥ 64): measured, a line fitted up to 4 MB missed them by up
+#: to 27 %, one fitted to these by up to 16 %.
 P2P_SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18)
 
 
