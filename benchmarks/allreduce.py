@@ -6,8 +6,11 @@ tf.distribute, with the α-β model's prediction beside each measured time.
     python benchmarks/allreduce.py --p 2 --sizes 1000 10000000 --no-tf
 
 Times are medians over repeats after warm-up; one repeat is a barrier, then the all-reduce on every rank, and its
-time is the slowest rank's. algbw = n / t and busbw = algbw · 2(p−1)/p (nccl-tests). The model is
-`labkit.cost.allreduce_time` on the link `labkit.cost.fit_link` fits to a shm (or MPI) ping-pong. The MPI part runs
+time is the slowest rank's. algbw = n / t and busbw = algbw · 2(p−1)/p (nccl-tests). Three models, each
+`labkit.cost.allreduce_time` on a fitted link: the naive one, on the link `labkit.cost.fit_link` fits to a ping-pong
+(one message, the other core idle); on the link fitted to a ring step with every rank busy; and on the cache or the
+memory link of `labkit.cost.fit_link_regimes`, whichever holds the all-reduce's bytes. Each round's links judge that
+round's times (the machine's speed changes between rounds). The MPI part runs
 this script again under ``mpiexec -n p``; TensorFlow runs in a process of its own (it is never loaded beside the
 shm ranks). Writes benchmarks/results/allreduce.md and allreduce.csv.
 """

@@ -45,7 +45,15 @@ class Measurement:
         once, as in an all-reduce, so its β includes the contention for memory bandwidth and cores. "send" is what
         sending costs the sender alone (`send_times`): a pipeline stage pays it for every micro-batch it hands on.
         """
-        times = {"pingpong": self.pingpong, "exchange": self.exchange, "send": self.send}[kind]
+        kinds = {"pingpong": self.pingpong, "exchange": self.exchange, "send": self.send}
+        if kind not in kinds:
+            raise ValueError(f"unknown kind {kind!r}: use one of {list(kinds)}")
+        times = kinds[kind]
+        if len(times) < 2:
+            raise ValueError(
+                f"this Measurement has {kind} times for {len(times)} size(s); fitting a link needs 2 or more "
+                "(measure_shm and measure_mpi time every pingpong_sizes entry)"
+            )
         sizes = sorted(times)
         fitted = cost.fit_link(sizes, [times[n] for n in sizes])
         return cost.Link(fitted.alpha, fitted.beta, self.gamma if with_gamma else 0.0)
@@ -222,10 +230,7 @@ def measure_shm(
     if p < 2:
         raise ValueError(f"measuring needs p >= 2 processes (a ping-pong takes two), got p={p}")
     run = comm.run(_measure, p, transport="shm", timeout=timeout, args=(algorithms, sizes, pingpong_sizes, repeats))
-    got = run.values[0]
-    return Measurement(
-        "shm", p, got["pingpong"], got["exchange"], got["gamma"], got["allreduce"], got["check"], got["send"]
-    )
+    return Measurement("shm", p, **run.values[0])  # _measure's keys are the fields' names
 
 
 def wait_idle(seconds: float, below: float = 0.3) -> None:

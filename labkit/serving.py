@@ -154,11 +154,11 @@ def predict_time(
     its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its single
     messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
 
-    ``send``: what a message costs its sender (`measure.send_times`), counted for each micro-batch a pipeline stage
-    hands on (`pipeline.pipeline_time`); None on "sim", where sending does not hold the sender's clock.
-
     ``check``: seconds each collective spends first checking that every rank passes the same shape and dtype
     (`measure.check_time`; 0 on ``"sim"``, where it is free).
+
+    ``send``: what a message costs its sender (`measure.send_times`), counted for each micro-batch a pipeline stage
+    hands on (`pipeline.pipeline_time`); None on "sim", where sending does not hold the sender's clock.
 
     ``cores``: how many cores the p ranks share (default: one each). With fewer cores than ranks the ranks take
     turns, so every rank computes p / cores times slower (`shared_device`); the links, measured on the same

@@ -73,6 +73,15 @@ def test_reduce_step_and_exchange_times_are_measured_on_every_rank_at_once():
         assert set(times) == {1 << 12, 1 << 21} and all(0 < t < 1 for t in times.values())
 
 
+def test_a_link_needs_a_known_kind_and_two_sizes():
+    m = measure.Measurement("shm", 2, {1024: 1e-5, 65536: 3e-5}, send={1024: 4e-6})
+    assert m.link("pingpong", with_gamma=False).beta > 0
+    with pytest.raises(ValueError, match="unknown kind 'ring'"):
+        m.link("ring")
+    with pytest.raises(ValueError, match="send times for 1 size"):
+        m.link("send")
+
+
 def test_send_times_are_the_senders_own_and_shared_by_every_rank():
     def both(c):
         return measure.send_times(c, (1 << 10, 1 << 20), repeats=3)

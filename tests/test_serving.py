@@ -158,6 +158,17 @@ def test_the_pipeline_link_is_fitted_over_the_sizes_it_sends():
                 assert lo <= nbytes <= hi, (p, b, nbytes)
 
 
+def test_predict_time_charges_the_senders_cost_to_the_pipeline_only():
+    link, device, send = cost.Link(2e-5, 1e-9), tp.Device(flops=5e10, overhead=3e-6), cost.Link(6e-6, 1 / 8e9)
+    m = serving.default_micro_batches(64, 3)
+    want = pl.pipeline_time(LAYERS, 64, 3, m, link, device, send=send)
+    assert serving.predict_time("pipeline", 64, LAYERS, 3, link, device, send=send) == pytest.approx(want)
+    assert want > serving.predict_time("pipeline", 64, LAYERS, 3, link, device)  # sending is not free
+    for scheme in ("data", "tensor"):  # collectives: the fitted ring link already holds what the sender spends
+        plain = serving.predict_time(scheme, 64, LAYERS, 3, link, device)
+        assert serving.predict_time(scheme, 64, LAYERS, 3, link, device, send=send) == plain
+
+
 def test_the_shape_check_counts_once_per_collective():
     link, device = cost.Link(2e-5, 1e-9), tp.Device(flops=5e10, overhead=3e-6)
     for scheme, collectives_per_batch in (("tensor", 2), ("tensor-column", 3), ("tensor-row", 3), ("data", 0)):
