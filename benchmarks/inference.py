@@ -13,8 +13,9 @@ each row keeps its best median over the rounds (other work on the machine only e
 batch size; for the tensor split `serving.fit_shard_device`, from rank 0's shards timed alone; both slowed by
 `serving.loaded_device` as much as every rank serving a whole batch at once, "replicas", is slower) and the link
 (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
-α includes what a collective costs in Python beyond one message; the pipeline's single messages on the ping-pong
-link measured beside it, and each stage's sends on the sender's side of a message, `measure.send_times`).
+α includes what a collective costs in Python beyond one message; the column pieces' all-gathers on a link fitted to
+labkit's all-gather, `serving.fit_gather_link`; the pipeline's single messages on the ping-pong link measured beside
+it, and each stage's sends on the sender's side of a message, `measure.send_times`).
 The weights are random with the article's shapes and activations (times do not depend on their values). Writes
 benchmarks/results/inference.md.
 """
@@ -62,7 +63,7 @@ def measure_all(args) -> dict:
     layers, x = article_layers(), np.random.default_rng(1).random((max(args.batches), 784), dtype=np.float32)
     reference = tp.forward(x, layers)
     repeats = 5 if args.quick else None
-    single, times, ring, pingpong, sends, check = {}, {}, {}, {}, {}, {}
+    single, times, ring, pingpong, sends, gathers, check = {}, {}, {}, {}, {}, {}, {}
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}: one rank", flush=True)
         one = serving.measure_serving(layers, 1, x, ("single",), args.batches, repeats=repeats)
@@ -77,12 +78,15 @@ def measure_all(args) -> dict:
                     sizes=serving.RING_SIZES,
                     pingpong_sizes=serving.P2P_SIZES,
                     repeats=5 if args.quick else 20,
+                    gather_sizes=serving.GATHER_SIZES,
+                    off_cache=args.off_cache,
                 )
                 check[key] = min(fit.check, check.get(key, np.inf))
-                ring[key], pingpong[key], sends[key] = (
+                ring[key], pingpong[key], sends[key], gathers[key] = (
                     best(ring.get(key, {}), fit.allreduce),
                     best(pingpong.get(key, {}), fit.pingpong),
                     best(sends.get(key, {}), fit.send),
+                    best(gathers.get(key, {}), fit.allgather),
                 )
                 schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)] + ["replicas"]
                 got = serving.measure_serving(layers, p, x, schemes, args.batches, transport, repeats=repeats)
@@ -91,7 +95,8 @@ def measure_all(args) -> dict:
                 times[key] = best(times.get(key, {}), got.times)
     device = serving.fit_device(serving.Measured("shm", 1, single, {}), layers)
     shard_devices = {  # what a tensor-parallel rank computes at: its narrow shards, timed alone
-        p: serving.fit_shard_device(serving.shard_times(layers, p, args.batches), layers, p) for p in args.p
+        p: serving.fit_shard_device(serving.shard_times(layers, p, args.batches, off_cache=args.off_cache), layers, p)
+        for p in args.p
     }
     loaded = {}  # what a rank computes at while p ranks work at once: fitted to the "replicas" times
     for (transport, p), got in times.items():
@@ -99,12 +104,15 @@ def measure_all(args) -> dict:
         loaded[(transport, p)] = serving.fit_device(serving.Measured(transport, p, replicas, {}), layers)
     links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
     for key, ring_times in ring.items():
-        m = measure.Measurement(*key, pingpong[key], allreduce=ring_times, check=check[key], send=sends[key])
+        m = measure.Measurement(
+            *key, pingpong[key], allreduce=ring_times, check=check[key], send=sends[key], allgather=gathers[key]
+        )
         links[key] = (
             serving.fit_ring_link(m),
             m.link("pingpong", with_gamma=False),
             m.check,
             m.link("send", with_gamma=False),  # what a pipeline stage spends handing on each micro-batch
+            serving.fit_gather_link(m),  # the column split's all-gather, with its own setup
         )
     return {
         "layers": layers,
@@ -170,21 +178,28 @@ def report(found: dict, args, info: dict) -> str:
         "`serving.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
         "its own, `measure.check_time`, and counted once per collective) and to a ping-pong of 1 kB to 256 kB (the "
         "pipeline's messages, `serving.P2P_SIZES`; \"send\": the sender's side alone, `measure.send_times`, which a "
-        "pipeline stage pays for every micro-batch it hands on), each size's best time over the rounds:",
+        "pipeline stage pays for every micro-batch it hands on) and to labkit's all-gather of 256 B to 256 kB per rank "
+        "(the column pieces', `serving.GATHER_SIZES`, `serving.fit_gather_link`: its α holds the all-gather's own "
+        "setup), each size's best time over the rounds:",
         "",
     ]
     chosen = found["links"]
-    for key, (ring, p2p, check, send) in sorted(chosen.items()):
-        lines.append(f"- {key[0]}, p = {key[1]}: ring {ring}; ping-pong {p2p}; send {send}; check {check * 1e6:.1f} µs")
+    for key, (ring, p2p, check, send, gather) in sorted(chosen.items()):
+        lines.append(
+            f"- {key[0]}, p = {key[1]}: ring {ring}; all-gather {gather}; ping-pong {p2p}; send {send}; "
+            f"check {check * 1e6:.1f} µs"
+        )
     rows, goal_lines = [], []
     for (transport, p), times in sorted(found["times"].items()):
-        (link, p2p, check, send), met = chosen[(transport, p)], []
+        (link, p2p, check, send, gather), met = chosen[(transport, p)], []
         served = {k: t for k, t in times.items() if k[0] in SCHEMES}  # "replicas" measured the loaded device
         for (scheme, b), t in sorted(served.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
             one = found["single"][("single", b)]
             base = found["shard_devices"][p] if scheme == "tensor" else device
             dev = serving.loaded_device(base, device, found["loaded"][(transport, p)])
-            predicted = serving.predict_time(scheme, b, layers, p, link, dev, p2p=p2p, check=check, send=send)
+            predicted = serving.predict_time(
+                scheme, b, layers, p, link, dev, p2p=p2p, check=check, send=send, gather=gather
+            )
             error = (predicted - t) / t
             if b >= 64:
                 met.append((scheme, b, abs(error) <= GOAL))
@@ -231,7 +246,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="measure everything this many times, keep each row's best (3)")
     parser.add_argument("--wait-idle", type=float, default=0, help="wait up to this many seconds for a quiet machine")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for inference.md")
+    parser.add_argument(
+        "--off-cache",
+        type=int,
+        help="bytes each rank reads before each timed collective or shard (default: a core's own cache, level 2)",
+    )
     args = parser.parse_args()
+    if args.off_cache is None:
+        args.off_cache = measure.cache_bytes(level=2) or 1 << 20
     args.p = args.p or ([2] if args.quick else [2, 4])
     args.rounds = args.rounds or (1 if args.quick else 3)
     if "mpi" in args.transports and measure.mpiexec() is None:

@@ -36,6 +36,8 @@ class Measurement:
     allreduce: dict[tuple[str, int], float] = field(default_factory=dict)  # (algorithm, bytes) -> seconds
     check: float = 0.0  # seconds of the shape-and-dtype check every labkit collective starts with (`check_time`)
     send: dict[int, float] = field(default_factory=dict)  # bytes -> seconds the sender spends in send (`send_times`)
+    allgather: dict[int, float] = field(default_factory=dict)  # bytes each rank passes -> seconds (`allgather_times`)
+    off_cache: int = 0  # bytes each rank read before each repeat, untimed (`timed`); 0: caches warm from the last
 
     def link(self, kind: str = "exchange", with_gamma: bool = True) -> cost.Link:
         """α and β fitted by least squares (`labkit.cost.fit_link`) to the ping-pong, the ring exchange or the
@@ -75,12 +77,27 @@ class Measurement:
         return rows
 
 
-def timed(c: comm.Comm, call: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
-    """The slowest rank's time of each of ``repeats`` calls, each started right after a barrier (same on all ranks)."""
+def evictor(off_cache: int) -> np.ndarray:
+    """An array of ``off_cache`` bytes to read (``.sum()``) before a timed call, pushing the call's code and data out
+    of the cache (see `timed`); empty for 0."""
+    if not isinstance(off_cache, (int, np.integer)) or off_cache < 0:
+        raise ValueError(f"off_cache must be a whole number of bytes >= 0 (0: no eviction), got {off_cache!r}")
+    return np.ones(int(off_cache) // 8)
+
+
+def timed(c: comm.Comm, call: Callable[[], object], repeats: int, warmup: int = 2, off_cache: int = 0) -> list[float]:
+    """The slowest rank's time of each of ``repeats`` calls, each started right after a barrier (same on all ranks).
+
+    ``off_cache``: bytes of an array of its own that each rank reads before each repeat, untimed (as the Intel MPI
+    Benchmarks' ``-off_cache`` option does). A call repeated in a loop finds its code and buffers still in the
+    core's cache from the repeat before; a collective inside a model finds them pushed out by the model's work. With
+    the core's own cache's size (`cache_bytes` ``level=2``) each repeat starts as a collective in a model does."""
+    evict = evictor(off_cache)
     for _ in range(warmup):
         call()
     mine = []
     for _ in range(repeats):
+        evict.sum()  # reads the whole array (nothing when off_cache is 0)
         c.barrier()
         start = time.perf_counter()
         call()
@@ -88,7 +105,7 @@ def timed(c: comm.Comm, call: Callable[[], object], repeats: int, warmup: int = 
     return np.max(np.array(c.allgather_object(mine)), axis=0).tolist()
 
 
-def pingpong_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+def pingpong_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache: int = 0) -> dict[int, float]:
     """Median one-way time (half a round trip between ranks 0 and 1) for messages of each size in bytes."""
     out = {}
     for nbytes in sizes:
@@ -101,18 +118,19 @@ def pingpong_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dic
             elif c.rank == 1:
                 c.send(c.recv(0), 0)
 
-        out[int(nbytes)] = float(np.median(timed(c, bounce, repeats))) / 2
+        out[int(nbytes)] = float(np.median(timed(c, bounce, repeats, off_cache=off_cache))) / 2
     return out
 
 
-def send_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+def send_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache: int = 0) -> dict[int, float]:
     """Median time rank 0 spends in ``send`` of a message of each size to rank 1, which is already waiting in
     ``recv``: the sender's side of a message (LogP's send overhead o, with its copy), which the α-β model charges
-    to the receiver alone. The same on every rank (rank 0 shares its times)."""
-    out = {}
+    to the receiver alone. The same on every rank (rank 0 shares its times). ``off_cache``: as in `timed`."""
+    out, evict = {}, evictor(off_cache)
     for nbytes in sizes:
         x, mine = np.ones(nbytes, np.uint8), []
         for _ in range(repeats + 2):  # two to warm up
+            evict.sum()
             c.barrier()
             if c.rank == 0:
                 start = time.perf_counter()
@@ -124,7 +142,7 @@ def send_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[in
     return c.allgather_object(out)[0]
 
 
-def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache: int = 0) -> dict[int, float]:
     """Median time of one ring step: every rank sends to its right neighbour while receiving from its left, into
     an array it reuses (``sendrecv_into``, as the ring's all-gather steps do)."""
     right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
@@ -132,17 +150,21 @@ def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dic
     for nbytes in sizes:
         x, into = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
         call = lambda x=x, into=into: c.sendrecv_into(x, right, into, left)  # noqa: E731
-        out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats, off_cache=off_cache)))
     return out
 
 
-def cache_bytes(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
-    """Size in bytes of this machine's last-level (largest) CPU cache, read from Linux's sysfs; None elsewhere."""
+def cache_bytes(root: str | Path = "/sys/devices/system/cpu/cpu0/cache", level: int | None = None) -> int | None:
+    """Size in bytes of this machine's last-level (largest) CPU cache, or of its largest cache of ``level`` (2: on
+    most machines a core's own cache, the one the work between two collectives fills), read from Linux's sysfs;
+    None elsewhere."""
     sizes = []
     for entry in Path(root).glob("index*"):
         try:
             text = (entry / "size").read_text().strip()
-        except OSError:
+            if level is not None and int((entry / "level").read_text()) != level:
+                continue
+        except (OSError, ValueError):
             continue
         scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
         digits = text[:-1] if scale > 1 else text
@@ -176,9 +198,10 @@ def reduce_step_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> 
 
 
 def allreduce_times(
-    c: comm.Comm, algorithms: Sequence[str], sizes: Sequence[int], repeats: int = 10
+    c: comm.Comm, algorithms: Sequence[str], sizes: Sequence[int], repeats: int = 10, off_cache: int = 0
 ) -> dict[tuple[str, int], float]:
-    """Median time of each algorithm's all-reduce of float32 vectors of each size in bytes; results are checked."""
+    """Median time of each algorithm's all-reduce of float32 vectors of each size in bytes; results are checked.
+    ``off_cache``: as in `timed`."""
     out = {}
     for nbytes in sizes:
         x = np.full(nbytes // 4, c.rank + 1.0, np.float32)
@@ -188,29 +211,46 @@ def allreduce_times(
             collectives.allreduce(x, c, algorithm=algorithm, out=result)
             if result.size and not (result[0] == want and result[-1] == want):
                 raise comm.CommError(f"{algorithm} all-reduce gave {result[0]}, not {want}, on rank {c.rank}")
-            times = timed(
-                c, lambda x=x, a=algorithm, r=result: collectives.allreduce(x, c, algorithm=a, out=r), repeats
-            )
+            call = lambda x=x, a=algorithm, r=result: collectives.allreduce(x, c, algorithm=a, out=r)  # noqa: E731
+            times = timed(c, call, repeats, off_cache=off_cache)
             out[(algorithm, int(nbytes))] = float(np.median(times))
     return out
 
 
-def check_time(c: comm.Comm, repeats: int = 20) -> float:
+def allgather_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache: int = 0) -> dict[int, float]:
+    """Median time of labkit's all-gather (`collectives.allgather`, the column split's collective) when every rank
+    passes ``nbytes`` of float32: its p − 1 ring steps and what it does around them (the shape check, the layout of
+    the pieces, a fresh output array), which the all-reduce's per-step α does not hold. Results are checked."""
+    out = {}
+    for nbytes in sizes:
+        x = np.full(max(nbytes // 4, 1), c.rank, np.float32)
+        got = collectives.allgather(x, c).reshape(c.size, -1)
+        if not np.array_equal(got[:, -1], np.arange(c.size, dtype=np.float32)):
+            raise comm.CommError(f"all-gather gave {got[:, -1]}, not the ranks in order, on rank {c.rank}")
+        call = lambda x=x: collectives.allgather(x, c)  # noqa: E731
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats, off_cache=off_cache)))
+    return out
+
+
+def check_time(c: comm.Comm, repeats: int = 20, off_cache: int = 0) -> float:
     """Median time of the check every labkit collective starts with: an object all-gather of each rank's shape and
     dtype, so that a rank passing a different array raises instead of hanging. It costs what a collective costs
     beyond its messages (on MPI, a pickled all-gather: tens of µs)."""
     layout = ((1000,), np.dtype(np.float32).str)
-    return float(np.median(timed(c, lambda: c.allgather_object(layout), repeats)))
+    return float(np.median(timed(c, lambda: c.allgather_object(layout), repeats, off_cache=off_cache)))
 
 
-def _measure(c: comm.Comm, algorithms, sizes, pingpong_sizes, repeats) -> dict:
+def _measure(c: comm.Comm, algorithms, sizes, pingpong_sizes, repeats, gather_sizes=(), off_cache=0) -> dict:
+    two = c.size > 1
     return {
-        "check": check_time(c, max(repeats, 20)) if c.size > 1 else 0.0,
-        "pingpong": pingpong_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
-        "exchange": exchange_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
-        "send": send_times(c, pingpong_sizes, repeats) if c.size > 1 else {},
+        "check": check_time(c, max(repeats, 20), off_cache) if two else 0.0,
+        "pingpong": pingpong_times(c, pingpong_sizes, repeats, off_cache) if two else {},
+        "exchange": exchange_times(c, pingpong_sizes, repeats, off_cache) if two else {},
+        "send": send_times(c, pingpong_sizes, repeats, off_cache) if two else {},
         "gamma": reduce_gamma(),
-        "allreduce": allreduce_times(c, algorithms, sizes, repeats),
+        "allreduce": allreduce_times(c, algorithms, sizes, repeats, off_cache),
+        "allgather": allgather_times(c, gather_sizes, repeats, off_cache) if two else {},
+        "off_cache": off_cache,
     }
 
 
@@ -225,11 +265,21 @@ def measure_shm(
     pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
     repeats: int = 10,
     timeout: float = 300.0,
+    gather_sizes: Sequence[int] = (),
+    off_cache: int = 0,
 ) -> Measurement:
-    """Ping-pong and all-reduce times on p real processes of this machine (the ``"shm"`` transport)."""
+    """Ping-pong and all-reduce times on p real processes of this machine (the ``"shm"`` transport), and the
+    all-gather's for each of ``gather_sizes`` (bytes per rank; none by default). ``off_cache``: bytes each rank
+    reads before each repeat (`timed`), so that every call starts with cold caches, as in a model."""
     if p < 2:
         raise ValueError(f"measuring needs p >= 2 processes (a ping-pong takes two), got p={p}")
-    run = comm.run(_measure, p, transport="shm", timeout=timeout, args=(algorithms, sizes, pingpong_sizes, repeats))
+    run = comm.run(
+        _measure,
+        p,
+        transport="shm",
+        timeout=timeout,
+        args=(algorithms, sizes, pingpong_sizes, repeats, gather_sizes, off_cache),
+    )
     return Measurement("shm", p, **run.values[0])  # _measure's keys are the fields' names
 
 
@@ -289,6 +339,8 @@ def measure_mpi(
     pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
     repeats: int = 10,
     timeout: float = 300.0,
+    gather_sizes: Sequence[int] = (),
+    off_cache: int = 0,
 ) -> Measurement:
     """The same measurements under ``mpiexec -n p`` (labkit's algorithms on `comm.from_mpi`)."""
     launcher = mpiexec()
@@ -313,22 +365,19 @@ def measure_mpi(
             *map(str, pingpong_sizes),
             "--repeats",
             str(repeats),
+            "--off-cache",
+            str(off_cache),
+            "--gather",
+            *map(str, gather_sizes),
         ]
         done = run_mpiexec(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0 or not out.exists():
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             raise RuntimeError(f"mpiexec -n {p} failed (exit {done.returncode}):\n{tail}")
         got = json.loads(out.read_text())
-    return Measurement(
-        "mpi",
-        p,
-        {int(k): v for k, v in got["pingpong"].items()},
-        {int(k): v for k, v in got["exchange"].items()},
-        got["gamma"],
-        {(a, int(n)): t for a, n, t in got["allreduce"]},
-        got["check"],
-        {int(k): v for k, v in got["send"].items()},
-    )
+    by_size = {k: {int(n): t for n, t in got[k].items()} for k in ("pingpong", "exchange", "send", "allgather")}
+    allreduce = {(a, int(n)): t for a, n, t in got["allreduce"]}  # JSON keys are strings: back to (name, bytes)
+    return Measurement("mpi", p, **(got | by_size | {"allreduce": allreduce}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -339,9 +388,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--pingpong", type=int, nargs="+", default=list(PINGPONG_SIZES))
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--gather", type=int, nargs="*", default=[])
+    parser.add_argument("--off-cache", type=int, default=0)
     args = parser.parse_args(argv)
     c = comm.from_mpi(timeout=300)
-    got = _measure(c, args.algorithms, args.sizes, args.pingpong, args.repeats)
+    got = _measure(c, args.algorithms, args.sizes, args.pingpong, args.repeats, args.gather, args.off_cache)
     if c.rank == 0:
         rows = [[a, n, t] for (a, n), t in got["allreduce"].items()]
         Path(args.json).write_text(json.dumps(got | {"allreduce": rows}))

@@ -48,6 +48,9 @@ RING_SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20)
 #: micro-batches' activations (2.4 kB … 51 kB for B ≥ 64): measured, a line fitted up to 4 MB missed them by up
 #: to 27 %, one fitted to these by up to 16 %.
 P2P_SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18)
+#: Bytes per rank to fit `fit_gather_link` over: 256 B … 256 kB, around the pieces column-split layers all-gather
+#: for B ≥ 64 (the softmax layer's B · ⌈10 / p⌉ float32, 0.5 … 20 kB; the hidden layers' up to 205 kB).
+GATHER_SIZES = (1 << 8, 1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18)
 
 
 def default_micro_batches(batch: int, p: int) -> int:
@@ -147,12 +150,14 @@ def predict_time(
     cores: int | None = None,
     check: float = 0.0,
     send: cost.Link | None = None,
+    gather: cost.Link | None = None,
 ) -> float:
     """The α-β model of one batch: the busiest rank's compute (`Device`) plus the ring collectives on ``link``.
 
-    A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece; a row-split layer all-reduces
-    its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its single
-    messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
+    A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece, on ``gather`` (default:
+    ``link``; measured, `fit_gather_link`, as the all-gather's own setup is not the all-reduce's); a row-split layer
+    all-reduces its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its
+    single messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
 
     ``check``: seconds each collective spends first checking that every rank passes the same shape and dtype
     (`measure.check_time`; 0 on ``"sim"``, where it is free).
@@ -176,7 +181,7 @@ def predict_time(
         total += device.time(shard.flops(batch))
         nbytes = batch * shard.n_out * shard.kernel.itemsize
         if how == "column":
-            total += check + (p - 1) * link.message_time(nbytes)
+            total += check + (p - 1) * (gather or link).message_time(nbytes)
         elif how in ("row", "pair-row"):
             total += check + cost.allreduce_time("ring", nbytes, p, link)
     return total
@@ -313,13 +318,16 @@ def fit_device(single: Measured, layers: list[tp.Dense]) -> tp.Device:
     return tp.Device(flops=1 / fitted.beta, overhead=fitted.alpha / len(layers))
 
 
-def shard_times(layers: list[tp.Dense], p: int, batches, repeats: int = 30, split: str = "megatron") -> dict:
+def shard_times(
+    layers: list[tp.Dense], p: int, batches, repeats: int = 30, split: str = "megatron", off_cache: int = 0
+) -> dict:
     """{batch: seconds} of rank 0's share of a tensor-parallel forward pass, computed alone in this process (no
     messages): each piece's product, bias and activation, and the transposes a column piece's all-gather makes.
     Narrow shards multiply at a lower rate than whole layers, so `fit_device` on these times is the device that
-    tensor-parallel ranks really are."""
+    tensor-parallel ranks really are. ``off_cache``: bytes read before each repeat, untimed (`measure.timed`), so
+    that the weights start out of the core's cache, as they do after a collective."""
     pieces = tp.shard_model(layers, p, 0, split)
-    rng, out = np.random.default_rng(0), {}
+    rng, out, evict = np.random.default_rng(0), {}, measure.evictor(off_cache)
     with single_threaded():
         for b in batches:
             inputs = [rng.standard_normal((b, shard.n_in), np.float32) for _, shard in pieces]
@@ -335,6 +343,7 @@ def shard_times(layers: list[tp.Dense], p: int, batches, repeats: int = 30, spli
                 forward()
             times = []
             for _ in range(repeats):
+                evict.sum()
                 start = time.perf_counter()
                 forward()
                 times.append(time.perf_counter() - start)
@@ -361,6 +370,21 @@ def fit_ring_link(m: measure.Measurement) -> cost.Link:
     rows = sorted((n, t) for (algorithm, n), t in m.allreduce.items() if algorithm == "ring")
     steps = 2 * (m.p - 1)
     return cost.fit_link([n / m.p for n, _ in rows], [max(t - m.check, 1e-9) / steps for _, t in rows])
+
+
+def fit_gather_link(m: measure.Measurement) -> cost.Link:
+    """The link that labkit's all-gather sees: t = check + (p − 1)(α + nβ), n the bytes each rank passes, fitted to
+    m's all-gather times (`measure.allgather_times`, ``gather_sizes=`` of `measure.measure_shm`) less ``m.check``.
+
+    Its α holds what the all-gather does once around its p − 1 steps (laying out the pieces, a fresh output array),
+    which is not what a step of the all-reduce costs: measured here, 6–12 µs more than the ring link's α."""
+    if len(m.allgather) < 2:
+        raise ValueError(
+            f"this Measurement has all-gather times for {len(m.allgather)} size(s); fitting needs 2 or more: measure "
+            "with gather_sizes=serving.GATHER_SIZES"
+        )
+    rows = sorted(m.allgather.items())
+    return cost.fit_link([n for n, _ in rows], [max(t - m.check, 1e-9) / (m.p - 1) for _, t in rows])
 
 
 def main(argv: list[str] | None = None) -> None:

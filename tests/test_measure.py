@@ -52,6 +52,21 @@ def test_cache_bytes_reads_the_largest_cache_from_sysfs(tmp_path):
     (tmp_path / "index4").mkdir()  # no size file: skipped
     assert measure.cache_bytes(tmp_path) == 32 << 20
     assert measure.cache_bytes(tmp_path / "missing") is None
+    for index, level in (("index0", 1), ("index2", 2), ("index3", 3)):
+        (tmp_path / index / "level").write_text(f"{level}\n")
+    assert measure.cache_bytes(tmp_path, level=2) == 2048 << 10  # a core's own cache
+    assert measure.cache_bytes(tmp_path, level=5) is None
+
+
+def test_off_cache_is_recorded_and_checked():
+    m = measure.measure_shm(
+        2, algorithms=("ring",), sizes=(4096,), pingpong_sizes=(1024, 4096), repeats=2, off_cache=1 << 16
+    )
+    assert m.off_cache == 1 << 16 and all(t > 0 for t in m.allreduce.values())
+    assert measure.evictor(1 << 16).nbytes == 1 << 16 and measure.evictor(0).size == 0
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="off_cache must be a whole number of bytes"):
+            measure.evictor(bad)
 
 
 def test_reduce_gamma_is_a_positive_time_per_byte():
@@ -91,6 +106,19 @@ def test_send_times_are_the_senders_own_and_shared_by_every_rank():
     assert set(values[0]) == {1 << 10, 1 << 20} and all(0 < t < 1 for t in values[0].values())
 
 
+def test_allgather_times_are_checked_and_shared_by_every_rank():
+    def both(c):
+        return measure.allgather_times(c, (16, 1 << 12), repeats=3)
+
+    values = comm.run(both, 3, transport="shm").values
+    assert values[0] == values[1] == values[2]  # the slowest rank's medians, on every rank
+    assert set(values[0]) == {16, 1 << 12} and all(0 < t < 1 for t in values[0].values())
+    m = measure.measure_shm(
+        2, algorithms=("ring",), sizes=(4096,), pingpong_sizes=(1024, 4096), repeats=2, gather_sizes=(256, 1024)
+    )
+    assert set(m.allgather) == {256, 1024}
+
+
 def test_measure_shm_returns_every_algorithm_and_size():
     m = measure.measure_shm(2, algorithms=("ring", "ps"), sizes=(4096,), pingpong_sizes=(1024, 65536), repeats=2)
     assert 0 < m.check < 1  # the shape check every collective starts with, timed on its own
@@ -98,6 +126,7 @@ def test_measure_shm_returns_every_algorithm_and_size():
     assert set(m.pingpong) == set(m.exchange) == set(m.send) == {1024, 65536}
     assert all(t > 0 for t in [*m.allreduce.values(), *m.pingpong.values(), *m.send.values()])
     assert m.link("send", with_gamma=False).beta > 0  # the sender's side of a message, fitted like any link
+    assert m.allgather == {}  # timed only when asked for (gather_sizes)
     with pytest.raises(ValueError, match="p >= 2"):
         measure.measure_shm(1)
 
@@ -105,7 +134,17 @@ def test_measure_shm_returns_every_algorithm_and_size():
 @pytest.mark.mpi
 @pytest.mark.skipif(measure.mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
 def test_measure_mpi_runs_the_same_code_under_mpiexec():
-    m = measure.measure_mpi(2, algorithms=("tree",), sizes=(4096, 65536), pingpong_sizes=(1024, 65536), repeats=2)
+    m = measure.measure_mpi(
+        2,
+        algorithms=("tree",),
+        sizes=(4096, 65536),
+        pingpong_sizes=(1024, 65536),
+        repeats=2,
+        gather_sizes=(256, 4096),
+        off_cache=1 << 16,
+    )
+    assert m.off_cache == 1 << 16  # passed to the ranks and back through the JSON
+    assert set(m.allgather) == {256, 4096} and all(0 < t < 1 for t in m.allgather.values())  # int keys, too
     assert m.transport == "mpi" and set(m.allreduce) == {("tree", 4096), ("tree", 65536)}
     assert np.isfinite(m.gamma) and m.gamma > 0
     assert 0 < m.check < 1  # the shape check, timed under mpiexec and carried through the JSON

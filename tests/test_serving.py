@@ -133,6 +133,36 @@ def test_fit_ring_link_recovers_the_link_of_the_ring_times():
     assert fitted.alpha == pytest.approx(15e-6) and fitted.beta == pytest.approx(1 / 5e9)
 
 
+def test_fit_gather_link_recovers_the_link_of_the_all_gather_times():
+    link, p, check = cost.Link(alpha=22e-6, beta=1 / 3e9), 4, 40e-6
+    times = {n: check + (p - 1) * link.message_time(n) for n in serving.GATHER_SIZES}
+    fitted = serving.fit_gather_link(measure.Measurement("mpi", p, {}, check=check, allgather=times))
+    assert fitted.alpha == pytest.approx(22e-6) and fitted.beta == pytest.approx(1 / 3e9)
+    with pytest.raises(ValueError, match="gather_sizes=serving.GATHER_SIZES"):
+        serving.fit_gather_link(measure.Measurement("mpi", p, {}, allgather={1024: 1e-4}))
+
+
+def test_predict_time_all_gathers_on_the_gather_link():
+    link, gather, device = cost.Link(2e-5, 1e-9), cost.Link(3e-5, 2e-9), tp.Device(flops=5e10, overhead=3e-6)
+    for scheme, split in (("tensor", "megatron"), ("tensor-column", "column"), ("tensor-row", "row")):
+        plain = serving.predict_time(scheme, 64, LAYERS, 3, link, device)
+        pieces = [s for how, s in tp.shard_model(LAYERS, 3, 0, split) if how == "column"]
+        # each column piece's all-gather: (p − 1) messages of rank 0's piece, on the other link
+        want = sum(2 * (gather.message_time(64 * s.n_out * 4) - link.message_time(64 * s.n_out * 4)) for s in pieces)
+        got = serving.predict_time(scheme, 64, LAYERS, 3, link, device, gather=gather) - plain
+        assert got == pytest.approx(want) and (want > 0) == bool(pieces)
+
+
+def test_the_gather_link_is_fitted_over_the_pieces_inference_all_gathers():
+    lo, hi = min(serving.GATHER_SIZES), max(serving.GATHER_SIZES)
+    for split in serving.SPLIT_OF.values():
+        for p in (2, 4, 8):
+            for how, shard in tp.shard_model(LAYERS, p, 0, split):
+                if how == "column":
+                    for b in (b for b in serving.BATCHES if b >= 64):
+                        assert lo <= b * shard.n_out * shard.kernel.itemsize <= hi, (split, p, b)
+
+
 def test_the_ring_link_is_fitted_over_the_sizes_inference_all_reduces():
     """serving.RING_SIZES spans every vector the tensor splits all-reduce for the batches the goal judges (B ≥ 64),
     at p = 2 … 8: a link is predicted where it was fitted, not extrapolated."""
@@ -243,3 +273,5 @@ def test_shard_device_is_fitted_to_rank_0s_shards_timed_alone():
     assert fitted.overhead == pytest.approx(device.overhead, rel=1e-6)
     measured = serving.shard_times(LAYERS, 4, (1, 64), repeats=3)
     assert set(measured) == {1, 64} and 0 < measured[1] < measured[64] < 1
+    cold = serving.shard_times(LAYERS, 4, (1, 64), repeats=3, off_cache=1 << 20)  # weights pushed out of the cache
+    assert set(cold) == {1, 64} and 0 < cold[1] < cold[64] < 1
