@@ -263,6 +263,7 @@ def measure(args) -> tuple[list[dict], dict]:
         for k in range(args.rounds):
             print(f"p={p}: round {k + 1}/{args.rounds} …", flush=True)
             rounds.append(measure_once(p, args, mpiexec, info["notes"] if k == 0 else []))
+        info.setdefault("rounds", {})[p] = rounds
         best = {key: min(r[key] for r in rounds if key in r) for key in set().union(*rounds)}
         for engine in ("shm", "mpi"):
             medians = _links_of(best, engine)
@@ -470,6 +471,7 @@ def main() -> None:
     parser.add_argument("--wait-idle", type=float, default=0, help="wait up to this many seconds for a quiet machine")
     parser.add_argument("--rounds", type=int, help="repeat everything and keep each row's best median (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for allreduce.md and allreduce.csv")
+    parser.add_argument("--save-rounds", type=Path, help="also write every round's times to this JSON file")
     parser.add_argument("--mpi-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tf-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
@@ -491,6 +493,9 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if args.save_rounds:  # {p: [{"engine|algorithm|n": seconds}, one per round]}: compare models on the same times
+        rounds = {p: [{"|".join(map(str, k)): t for k, t in r.items()} for r in rs] for p, rs in info["rounds"].items()}
+        args.save_rounds.write_text(json.dumps(rounds))
     print(text)
 
 
