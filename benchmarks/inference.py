@@ -10,8 +10,9 @@ every rank is), the median of the slowest rank's times less the fastest empty ba
 (`serving.batch_time`); each rank is a process with one BLAS thread. A round measures everything once;
 each row keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
 `serving.predict_time` on two fitted models: the device (`serving.fit_device`, from one rank's times for every
-batch size; for the tensor split `serving.fit_shard_device`, from rank 0's shards timed alone; both slowed by
-`serving.loaded_device` as much as every rank serving a whole batch at once, "replicas", is slower) and the link
+batch size, slowed by `serving.loaded_device` as much as every rank serving a whole batch at once, "replicas", is
+slower; for the tensor split `serving.fit_shard_device` on every rank computing its shards at once, "shards",
+each after reading a cache-sized array as after a collective) and the link
 (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
 α includes what a collective costs in Python beyond one message; the column pieces' all-gathers on a link fitted to
 labkit's all-gather, `serving.fit_gather_link`; the pipeline's single messages on the ping-pong link measured beside
@@ -89,7 +90,9 @@ def measure_all(args) -> dict:
                     best(gathers.get(key, {}), fit.allgather),
                 )
                 schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)] + ["replicas"]
-                got = serving.measure_serving(layers, p, x, schemes, args.batches, transport, repeats=repeats)
+                got = serving.measure_serving(
+                    layers, p, x, schemes, args.batches, transport, repeats, shards=True, off_cache=args.off_cache
+                )
                 for (scheme, b), out in got.outputs.items():  # a fast wrong answer is no answer
                     assert np.allclose(out, reference[:b], atol=1e-5), (transport, p, scheme, b)
                 times[key] = best(times.get(key, {}), got.times)
@@ -98,10 +101,12 @@ def measure_all(args) -> dict:
         p: serving.fit_shard_device(serving.shard_times(layers, p, args.batches, off_cache=args.off_cache), layers, p)
         for p in args.p
     }
-    loaded = {}  # what a rank computes at while p ranks work at once: fitted to the "replicas" times
+    loaded, loaded_shards = {}, {}  # what a rank computes at while p ranks work at once: "replicas", "shards"
     for (transport, p), got in times.items():
         replicas = {k: t for k, t in got.items() if k[0] == "replicas"}
         loaded[(transport, p)] = serving.fit_device(serving.Measured(transport, p, replicas, {}), layers)
+        shards = {b: t for (s, b), t in got.items() if s == "shards"}
+        loaded_shards[(transport, p)] = serving.fit_shard_device(shards, layers, p)
     links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
     for key, ring_times in ring.items():
         m = measure.Measurement(
@@ -121,6 +126,7 @@ def measure_all(args) -> dict:
         "device": device,
         "shard_devices": shard_devices,
         "loaded": loaded,
+        "loaded_shards": loaded_shards,
         "links": links,
     }
 
@@ -160,6 +166,7 @@ def report(found: dict, args, info: dict) -> str:
         '("replicas") gives the device a rank is while p ranks work (`serving.fit_device` on those times), and every '
         "scheme's compute is slowed by as much as that device is slower than one rank alone "
         "(`serving.loaded_device`; p / cores, `serving.shared_device`, is what it would be if turns were free). "
+        'For the tensor split, every rank computing its shards at once ("shards") gives the device directly. '
         "The links were measured with the same crowding.",
         "",
         f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
@@ -173,6 +180,11 @@ def report(found: dict, args, info: dict) -> str:
         + ", ".join(
             f"{t} p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
             for (t, p), d in sorted(found["loaded"].items())
+        )
+        + '; the tensor split\'s shards under load (`serving.fit_shard_device` on "shards"): '
+        + ", ".join(
+            f"{t} p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
+            for (t, p), d in sorted(found["loaded_shards"].items())
         )
         + ". Links fitted to labkit's ring all-reduce of 1 kB to 1 MB (`serving.RING_SIZES`, "
         "`serving.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
@@ -192,11 +204,13 @@ def report(found: dict, args, info: dict) -> str:
     rows, goal_lines = [], []
     for (transport, p), times in sorted(found["times"].items()):
         (link, p2p, check, send, gather), met = chosen[(transport, p)], []
-        served = {k: t for k, t in times.items() if k[0] in SCHEMES}  # "replicas" measured the loaded device
+        served = {k: t for k, t in times.items() if k[0] in SCHEMES}  # "replicas", "shards": the loaded devices
         for (scheme, b), t in sorted(served.items(), key=lambda kv: (SCHEMES.index(kv[0][0]), kv[0][1])):
             one = found["single"][("single", b)]
-            base = found["shard_devices"][p] if scheme == "tensor" else device
-            dev = serving.loaded_device(base, device, found["loaded"][(transport, p)])
+            if scheme == "tensor":  # its shards, measured on every rank at once
+                dev = found["loaded_shards"][(transport, p)]
+            else:
+                dev = serving.loaded_device(device, device, found["loaded"][(transport, p)])
             predicted = serving.predict_time(
                 scheme, b, layers, p, link, dev, p2p=p2p, check=check, send=send, gather=gather
             )

@@ -224,8 +224,9 @@ def single_threaded():
     return threadpool_limits(1)
 
 
-def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batches) -> dict:
-    """On every rank: each scheme at each batch size, answers kept from a first call, then timed (`batch_time`)."""
+def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batches, shards=False, off_cache=0) -> dict:
+    """On every rank: each scheme at each batch size, answers kept from a first call, then timed (`batch_time`);
+    with ``shards``, also ("shards", B): this rank's Megatron pieces computed with no messages, every rank at once."""
     times, outputs = {}, {}
     with single_threaded():
         for scheme in schemes:
@@ -233,19 +234,27 @@ def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batc
                 serve_b, xb = make_server(scheme, layers, c.size, c.rank, micro_batches), x[:b]
                 outputs[(scheme, b)] = serve_b(xb, c)
                 times[(scheme, b)] = batch_time(c, lambda f=serve_b, xb=xb: f(xb, c), repeats or repeats_for(b))
+        if shards:
+            pieces = tp.shard_model(layers, c.size, c.rank, "megatron")
+            for b in batches:
+                forward = _shard_forward(pieces, b)
+                times[("shards", b)] = batch_time(c, forward, repeats or repeats_for(b), off_cache=off_cache)
     return {"times": times, "outputs": outputs}
 
 
-def batch_time(c: comm.Comm, call, repeats: int, warmup: int = 2) -> float:
+def batch_time(c: comm.Comm, call, repeats: int, warmup: int = 2, off_cache: int = 0) -> float:
     """Median seconds until every rank has finished ``call``: each repeat times the call *and a barrier after it*
     (without it, ranks that take turns on too few cores would each time only their own turn); an empty barrier
     right after each repeat measures what the barrier itself costs. The result is the median of the slowest rank's
     call-and-barrier less the fastest empty barrier (the least noisy estimate of the barrier: a busy machine makes
-    some barriers slow, and subtracting those could leave a short call with a negative time)."""
+    some barriers slow, and subtracting those could leave a short call with a negative time). ``off_cache``: bytes
+    each rank reads before each repeat, untimed (`measure.timed`)."""
+    evict = measure.evictor(off_cache)
     for _ in range(warmup):
         call()
     both, empty = [], []
     for _ in range(repeats):
+        evict.sum()
         c.barrier()
         start = time.perf_counter()
         call()
@@ -283,14 +292,20 @@ def measure_serving(
     repeats: int | None = None,
     micro_batches: int | None = None,
     timeout: float = 600.0,
+    shards: bool = False,
+    off_cache: int = 0,
 ) -> Measured:
-    """Time each scheme on p real processes, ``"shm"`` or ``"mpi"`` (``mpiexec -n p``); x holds max(batches) rows."""
+    """Time each scheme on p real processes, ``"shm"`` or ``"mpi"`` (``mpiexec -n p``); x holds max(batches) rows.
+
+    ``shards``: also time ("shards", B), every rank computing its Megatron pieces at once with no messages (each
+    repeat after reading ``off_cache`` bytes, as after a collective): `fit_shard_device` on those times is the
+    device a tensor-parallel rank is while p ranks work, measured rather than scaled (`loaded_device`)."""
     x = np.asarray(x, np.float32)
     if len(x) < max(batches):
         raise ValueError(f"x has {len(x)} rows; the largest batch needs {max(batches)}")
     for scheme in schemes:  # an impossible split raises here, before any rank starts
         make_server(scheme, layers, p, 0, micro_batches)
-    job = (tuple(schemes), tuple(batches), x[: max(batches)], layers, repeats, micro_batches)
+    job = (tuple(schemes), tuple(batches), x[: max(batches)], layers, repeats, micro_batches, shards, off_cache)
     if transport == "shm":
         return _collected("shm", p, comm.run(_measure_rank, p, "shm", timeout=timeout, args=job).values)
     if transport != "mpi":
@@ -327,18 +342,10 @@ def shard_times(
     tensor-parallel ranks really are. ``off_cache``: bytes read before each repeat, untimed (`measure.timed`), so
     that the weights start out of the core's cache, as they do after a collective."""
     pieces = tp.shard_model(layers, p, 0, split)
-    rng, out, evict = np.random.default_rng(0), {}, measure.evictor(off_cache)
+    out, evict = {}, measure.evictor(off_cache)
     with single_threaded():
         for b in batches:
-            inputs = [rng.standard_normal((b, shard.n_in), np.float32) for _, shard in pieces]
-
-            def forward(inputs=inputs):
-                for (how, shard), x in zip(pieces, inputs, strict=True):
-                    z = x @ shard.kernel + shard.bias
-                    if how == "column":  # its all-gather sends zᵀ and transposes what it gathers back
-                        z = np.ascontiguousarray(np.ascontiguousarray(z.T).T)
-                    tp.ACTIVATIONS[shard.activation](z)
-
+            forward = _shard_forward(pieces, b)
             for _ in range(2):
                 forward()
             times = []
@@ -349,6 +356,22 @@ def shard_times(
                 times.append(time.perf_counter() - start)
             out[b] = float(np.median(times))
     return out
+
+
+def _shard_forward(pieces: list[tp.Piece], batch: int, seed: int = 0):
+    """A function computing ``pieces`` for ``batch`` rows of random input, with no messages: each piece's product,
+    bias and activation, and the transposes a column piece's all-gather makes."""
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal((batch, shard.n_in), np.float32) for _, shard in pieces]
+
+    def forward():
+        for (how, shard), x in zip(pieces, inputs, strict=True):
+            z = x @ shard.kernel + shard.bias
+            if how == "column":  # its all-gather sends zᵀ and transposes what it gathers back
+                z = np.ascontiguousarray(np.ascontiguousarray(z.T).T)
+            tp.ACTIVATIONS[shard.activation](z)
+
+    return forward
 
 
 def fit_shard_device(times: dict, layers: list[tp.Dense], p: int, split: str = "megatron") -> tp.Device:

@@ -100,9 +100,10 @@ def test_every_scheme_on_real_processes_without_tensorflow():
 
 
 def test_measured_on_shm_with_answers_checked():
-    measured = serving.measure_serving(LAYERS, 2, X, batches=(1, 16), repeats=6)
-    assert set(measured.times) == {(s, b) for s in ("data", "tensor", "pipeline") for b in (1, 16)}
+    measured = serving.measure_serving(LAYERS, 2, X, batches=(1, 16), repeats=6, shards=True, off_cache=1 << 16)
+    assert set(measured.times) == {(s, b) for s in ("data", "tensor", "pipeline", "shards") for b in (1, 16)}
     assert all(t > 0 for t in measured.times.values())
+    assert set(measured.outputs) == {(s, b) for s in ("data", "tensor", "pipeline") for b in (1, 16)}  # no answer
     for (_, b), output in measured.outputs.items():
         np.testing.assert_allclose(output, REFERENCE[:b], atol=1e-5, rtol=0)
 
@@ -110,8 +111,8 @@ def test_measured_on_shm_with_answers_checked():
 @pytest.mark.mpi
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec next to this Python: pip install mpi4py mpich")
 def test_measured_under_mpiexec_with_answers_checked():
-    measured = serving.measure_serving(LAYERS, 2, X, batches=(3, 16), repeats=2, transport="mpi")
-    assert measured.transport == "mpi" and len(measured.times) == 6
+    measured = serving.measure_serving(LAYERS, 2, X, batches=(3, 16), repeats=2, transport="mpi", shards=True)
+    assert measured.transport == "mpi" and len(measured.times) == 8 and measured.times[("shards", 16)] > 0
     for (_, b), output in measured.outputs.items():
         np.testing.assert_allclose(output, REFERENCE[:b], atol=1e-5, rtol=0)
 
