@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from labkit import comm, cost, measure, serving
+from labkit import comm, cost, measure, serving, serving_measure
 from labkit import pipeline as pl
 from labkit import tensor_parallel as tp
 
@@ -115,6 +115,20 @@ def test_measured_under_mpiexec_with_answers_checked():
     assert measured.transport == "mpi" and len(measured.times) == 8 and measured.times[("shards", 16)] > 0
     for (_, b), output in measured.outputs.items():
         np.testing.assert_allclose(output, REFERENCE[:b], atol=1e-5, rtol=0)
+
+
+def test_serving_re_exports_the_measuring_module():
+    """Chapter 6 needs one module: every public function, class and size list of labkit.serving_measure (but its
+    mpiexec entry point, main) is also labkit.serving's, the same object."""
+    defined = [
+        name
+        for name, value in vars(serving_measure).items()
+        if not name.startswith("_")
+        and name != "main"
+        and (name.isupper() or getattr(value, "__module__", None) == serving_measure.__name__)
+    ]
+    assert {"measure_serving", "fit_ring_link", "fit_gather_link", "RING_SIZES", "BATCHES", "Measured"} <= set(defined)
+    assert [name for name in defined if getattr(serving, name, None) is not getattr(serving_measure, name)] == []
 
 
 def test_fit_device_recovers_the_device_that_made_the_times():
