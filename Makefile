@@ -35,11 +35,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks
 	$(BIN)/ruff format --check labkit tests benchmarks
 
+# TensorFlow's autograph writes the code it generates to temporary files, deleted when the process exits normally;
+# kernels that nbval stops are killed, and they never are. So each test run gets a TMPDIR of its own, removed
+# afterwards, and `make test` leaves nothing in /tmp.
+OWN_TMP = tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp
+
 pytest: $(STAMP)
-	$(BIN)/python -m pytest tests/
+	$(OWN_TMP) $(BIN)/python -m pytest tests/
 
 nbval: $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks/
+	$(OWN_TMP) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks/
 
 test: lint pytest nbval
 
@@ -47,7 +52,7 @@ test: lint pytest nbval
 test-browser: $(STAMP)
 	@test -x "$${LABKIT_CHROMIUM:-/usr/bin/chromium}" || { echo "make test-browser needs Chromium: apt-get install chromium (or set LABKIT_CHROMIUM to its path)"; exit 1; }
 	$(BIN)/python -m pip install --quiet -e ".[dev,browser]"
-	LABKIT_BROWSER=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider -s
+	$(OWN_TMP) LABKIT_BROWSER=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider -s
 
 teacher: $(STAMP)
 	$(BIN)/python -m labkit.teach --check

@@ -312,16 +312,28 @@ def _mapped_segments() -> set[str]:
     return names
 
 
+def _hydra_files() -> set[str]:
+    """The topology files MPICH's launcher writes, /tmp/hydra_hwloc_xmlfile_* (always /tmp, whatever TMPDIR says)."""
+    try:
+        return {n for n in os.listdir("/tmp") if n.startswith("hydra_hwloc_xmlfile_")}
+    except OSError:  # no /tmp (Windows): nothing to clean
+        return set()
+
+
 def run_mpiexec(argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
     """``subprocess.run(argv, **kwargs)`` of an mpiexec command, then remove what an aborted MPICH job leaves behind.
 
     MPI_Abort and killed ranks do not unlink MPICH's shared-memory segments (/dev/shm/mpich_shm_*); the ones that
-    appeared during this run and that no live process still maps are deleted, so a failed job leaks nothing.
+    appeared during this run and that no live process still maps are deleted. Nor does the launcher then delete the
+    topology file it wrote to /tmp; the ones that appeared during this run are deleted once it has exited. So a
+    failed job leaks nothing.
     """
-    before = _mpich_segments()
+    before, hydra_before = _mpich_segments(), _hydra_files()
     try:
         return subprocess.run(list(argv), **kwargs)
     finally:
+        for name in _hydra_files() - hydra_before:  # subprocess.run has waited for the launcher: it is done with it
+            Path("/tmp", name).unlink(missing_ok=True)
         left, deadline = _mpich_segments() - before, time.monotonic() + 3.0
         while left:  # ranks killed by the abort may take a moment to exit and unmap
             for name in left - _mapped_segments():

@@ -156,8 +156,9 @@ def test_measure_mpi_runs_the_same_code_under_mpiexec():
 def test_an_aborted_mpi_job_leaves_no_shared_memory(tmp_path):
     script = tmp_path / "abort.py"
     script.write_text("from mpi4py import MPI\nMPI.COMM_WORLD.Barrier()\nMPI.COMM_WORLD.Abort(3)\n")
-    before = measure._mpich_segments()
+    before, hydra_before = measure._mpich_segments(), measure._hydra_files()
     argv = [measure.mpiexec(), "-n", "2", sys.executable, str(script)]
     done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert measure._mpich_segments() - before == set()
+    assert measure._hydra_files() - hydra_before == set()  # nor the launcher's topology file in /tmp

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import mpi
+from labkit import measure, mpi
 
 pytestmark = pytest.mark.mpi
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
@@ -25,28 +25,13 @@ p, r = c.size, c.rank
 """
 
 
-def _mpich_segments() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("mpich")} if os.path.isdir("/dev/shm") else set()
-
-
 def run_mpi(tmp_path: Path, body: str, timeout: float = 10.0, n: int = 3) -> subprocess.CompletedProcess:
     """Run PREAMBLE + body on n ranks; MPICH's own segments that an aborted job leaves behind are removed."""
     script = tmp_path / "script.py"
     script.write_text(PREAMBLE + textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    before = _mpich_segments()
-    try:
-        return subprocess.run(
-            [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(script), str(timeout)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-            cwd=tmp_path,
-        )
-    finally:
-        for name in _mpich_segments() - before:  # MPI_Abort does not unlink them
-            Path("/dev/shm", name).unlink(missing_ok=True)
+    argv = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(script), str(timeout)]
+    return measure.run_mpiexec(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
 
 
 @needs_mpiexec
@@ -138,7 +123,7 @@ def test_the_trace_keeps_only_the_newest_messages(tmp_path):
     result = run_mpi(
         tmp_path,
         """
-        from labkit import mpi
+        from labkit import measure, mpi
         mpi.TRACE_LIMIT = 5
         short = mpi.MPIComm(timeout=float(sys.argv[1]))
         for i in range(12):
