@@ -325,23 +325,26 @@ def run_mpiexec(argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
 
     MPI_Abort and killed ranks do not unlink MPICH's shared-memory segments (/dev/shm/mpich_shm_*); the ones that
     appeared during this run and that no live process still maps are deleted. Nor does the launcher then delete the
-    topology file it wrote to /tmp; the ones that appeared during this run are deleted once it has exited. So a
-    failed job leaks nothing.
+    topology file it wrote to /tmp; the ones that appeared during this run are deleted once it has exited. Nor does
+    a killed rank delete its own temporary files (TensorFlow's autograph writes some): the ranks get a TMPDIR of
+    their own, removed afterwards. So a failed job leaks nothing.
     """
     before, hydra_before = _mpich_segments(), _hydra_files()
-    try:
-        return subprocess.run(list(argv), **kwargs)
-    finally:
-        for name in _hydra_files() - hydra_before:  # subprocess.run has waited for the launcher: it is done with it
-            Path("/tmp", name).unlink(missing_ok=True)
-        left, deadline = _mpich_segments() - before, time.monotonic() + 3.0
-        while left:  # ranks killed by the abort may take a moment to exit and unmap
-            for name in left - _mapped_segments():
-                Path("/dev/shm", name).unlink(missing_ok=True)
-            left = _mpich_segments() - before
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+    with tempfile.TemporaryDirectory(prefix="labkit-mpiexec-", ignore_cleanup_errors=True) as tmp:
+        env = {**(kwargs.pop("env", None) or os.environ), "TMPDIR": tmp}
+        try:
+            return subprocess.run(list(argv), env=env, **kwargs)
+        finally:
+            for name in _hydra_files() - hydra_before:  # subprocess.run has waited for the launcher: done with it
+                Path("/tmp", name).unlink(missing_ok=True)
+            left, deadline = _mpich_segments() - before, time.monotonic() + 3.0
+            while left:  # ranks killed by the abort may take a moment to exit and unmap
+                for name in left - _mapped_segments():
+                    Path("/dev/shm", name).unlink(missing_ok=True)
+                left = _mpich_segments() - before
+                if not left or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
 
 
 def measure_mpi(
