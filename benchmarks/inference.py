@@ -9,10 +9,10 @@ Every time is `labkit.serving.measure_serving`'s: a barrier, the batch on every 
 every rank is), the median of the slowest rank's times less the fastest empty barrier, after a warm-up
 (`serving.batch_time`); each rank is a process with one BLAS thread. A round measures everything once;
 each row keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
-`serving.predict_time` on two fitted models: the device (`serving.fit_device`, from one rank's times for every
-batch size, slowed by `serving.loaded_device` as much as every rank serving a whole batch at once, "replicas", is
-slower; for the tensor split `serving.fit_shard_device` on every rank computing its shards at once, "shards",
-each after reading a cache-sized array as after a collective) and the link
+`serving.predict_time` on two fitted models: the device (`serving.fit_device` on every rank serving a whole batch
+at once, "replicas", so that it computes as crowded as in the schemes; for the tensor split
+`serving.fit_shard_device` on every rank computing its shards at once, "shards", each after reading a cache-sized
+array as after a collective) and the link
 (`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
 α includes what a collective costs in Python beyond one message; the column pieces' all-gathers on a link fitted to
 labkit's all-gather, `serving.fit_gather_link`; the pipeline's single messages on the ping-pong link measured beside
@@ -163,11 +163,10 @@ def report(found: dict, args, info: dict) -> str:
         f"**This machine has {os.cpu_count()} cores: at most {os.cpu_count()} ranks run at once.** With more ranks "
         "than cores the ranks take turns on the cores, and those rows show what oversubscription costs, not what as "
         "many devices would do. The model is told so by measuring it: every rank serving the whole batch at once "
-        '("replicas") gives the device a rank is while p ranks work (`serving.fit_device` on those times), and every '
-        "scheme's compute is slowed by as much as that device is slower than one rank alone "
-        "(`serving.loaded_device`; p / cores, `serving.shared_device`, is what it would be if turns were free). "
-        'For the tensor split, every rank computing its shards at once ("shards") gives the device directly. '
-        "The links were measured with the same crowding.",
+        '("replicas") gives the device a rank is while p ranks work (`serving.fit_device` on those times), and the '
+        "data and pipeline rows are computed on it; for the tensor split, every rank computing its shards at once "
+        '("shards", `serving.fit_shard_device`). p / cores, `serving.shared_device`, is what it would be if turns '
+        "were free. The links were measured with the same crowding.",
         "",
         f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
         f"{device.overhead * 1e6:.2f} µs per layer call; for the tensor split, fitted to rank 0's shards timed alone "
@@ -209,8 +208,8 @@ def report(found: dict, args, info: dict) -> str:
             one = found["single"][("single", b)]
             if scheme == "tensor":  # its shards, measured on every rank at once
                 dev = found["loaded_shards"][(transport, p)]
-            else:
-                dev = serving.loaded_device(device, device, found["loaded"][(transport, p)])
+            else:  # the whole model, measured on every rank at once ("replicas")
+                dev = found["loaded"][(transport, p)]
             predicted = serving.predict_time(
                 scheme, b, layers, p, link, dev, p2p=p2p, check=check, send=send, gather=gather
             )

@@ -26,7 +26,8 @@ from labkit import collectives, comm, cost
 
 @dataclass
 class Measurement:
-    """What one measuring run found: the one-way ping-pong times, the link fitted to them, all-reduce times."""
+    """What one measuring run found: ping-pong, exchange and send times, all-reduce and all-gather times, and the
+    links fitted to them."""
 
     transport: str
     p: int

@@ -8,7 +8,7 @@ A batch of B requests arrives; every scheme returns the B answers, equal to the 
 - ``"pipeline"``: every rank holds whole layers, and micro-batches stream through (`labkit.pipeline`).
 - ``"single"``: rank 0 alone, the reference.
 - ``"replicas"``: every rank answers the whole batch by itself (p copies of the work, as p independent request
-  streams would give): what one rank computes at while p ranks share the machine (`loaded_device`).
+  streams would give): what one rank computes at while p ranks share the machine (`fit_device` on its times).
 
 `serve` runs one batch on ``"sim"`` or ``"shm"``; `predict_time` is the α-β model. Measuring the schemes on
 ``"shm"`` and under MPI, and fitting the model's device and links to the times, is `labkit.serving_measure`; its
@@ -184,22 +184,14 @@ def predict_time(
 
 def shared_device(device: tp.Device, p: int, cores: int | None) -> tp.Device:
     """The device each of p ranks sees on ``cores`` cores, naively: p / cores times slower when ranks outnumber
-    cores, as if taking turns were free. `loaded_device` measures the slowdown instead."""
+    cores, as if taking turns were free. The benchmark measures the slowdown instead: `fit_device` on every rank
+    serving a whole batch at once ("replicas"), `fit_shard_device` on every rank computing its shards ("shards")."""
     if cores is None or p <= cores:
         return device
     if int(cores) < 1:
         raise ValueError(f"cores must be ≥ 1 (or None: a core per rank), got {cores}")
     share = p / int(cores)
     return tp.Device(flops=device.flops / share, overhead=device.overhead * share)
-
-
-def loaded_device(device: tp.Device, alone: tp.Device, loaded: tp.Device) -> tp.Device:
-    """``device`` slowed as much as measured: ``alone`` fitted to one rank's times (`fit_device` on "single"),
-    ``loaded`` to the same work on every one of p ranks at once ("replicas"). It is what `shared_device` assumes
-    (p / cores) measured instead: ranks that take turns on too few cores also pay for the switches and the
-    barriers' waits, and ranks on cores of their own still share the memory bus and the caches."""
-    overhead = device.overhead * loaded.overhead / alone.overhead if alone.overhead > 0 else loaded.overhead
-    return tp.Device(flops=device.flops * loaded.flops / alone.flops, overhead=overhead)
 
 
 # --- latency against throughput ------------------------------------------------------------------------------------

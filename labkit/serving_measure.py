@@ -56,13 +56,13 @@ def single_threaded():
 def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batches, shards=False, off_cache=0) -> dict:
     """On every rank: each scheme at each batch size, answers kept from a first call, then timed (`batch_time`);
     with ``shards``, also ("shards", B): this rank's Megatron pieces computed with no messages, every rank at once."""
-    from labkit.serving import make_server  # at call time: labkit.serving imports this module
+    from labkit import serving  # at call time: labkit.serving imports this module
 
     times, outputs = {}, {}
     with single_threaded():
         for scheme in schemes:
             for b in batches:
-                serve_b, xb = make_server(scheme, layers, c.size, c.rank, micro_batches), x[:b]
+                serve_b, xb = serving.make_server(scheme, layers, c.size, c.rank, micro_batches), x[:b]
                 outputs[(scheme, b)] = serve_b(xb, c)
                 times[(scheme, b)] = batch_time(c, lambda f=serve_b, xb=xb: f(xb, c), repeats or repeats_for(b))
         if shards:
@@ -109,9 +109,9 @@ class Measured:
 
 
 def _collected(transport: str, p: int, values: list[dict]) -> Measured:
-    from labkit.serving import collect
+    from labkit import serving
 
-    outputs = {k: collect(k[0], [v["outputs"][k] for v in values]) for k in values[0]["outputs"]}
+    outputs = {k: serving.collect(k[0], [v["outputs"][k] for v in values]) for k in values[0]["outputs"]}
     return Measured(transport, p, values[0]["times"], outputs)
 
 
@@ -132,7 +132,7 @@ def measure_serving(
 
     ``shards``: also time ("shards", B), every rank computing its Megatron pieces at once with no messages (each
     repeat after reading ``off_cache`` bytes, as after a collective): `fit_shard_device` on those times is the
-    device a tensor-parallel rank is while p ranks work, measured rather than scaled (`loaded_device`)."""
+    device a tensor-parallel rank is while p ranks work."""
     from labkit import serving
 
     x = np.asarray(x, np.float32)
@@ -175,9 +175,9 @@ def shard_times(
 ) -> dict:
     """{batch: seconds} of rank 0's share of a tensor-parallel forward pass, computed alone in this process (no
     messages): each piece's product, bias and activation, and the transposes a column piece's all-gather makes.
-    Narrow shards multiply at a lower rate than whole layers, so `fit_device` on these times is the device that
-    tensor-parallel ranks really are. ``off_cache``: bytes read before each repeat, untimed (`measure.timed`), so
-    that the weights start out of the core's cache, as they do after a collective."""
+    Narrow shards multiply at a lower rate than whole layers, so `fit_shard_device` on these times is the device a
+    tensor-parallel rank is when it runs alone. ``off_cache``: bytes read before each repeat, untimed
+    (`measure.timed`), so that the weights start out of the core's cache, as they do after a collective."""
     pieces = tp.shard_model(layers, p, 0, split)
     out, evict = {}, measure.evictor(off_cache)
     with single_threaded():
@@ -237,7 +237,7 @@ def fit_gather_link(m: measure.Measurement) -> cost.Link:
     m's all-gather times (`measure.allgather_times`, ``gather_sizes=`` of `measure.measure_shm`) less ``m.check``.
 
     Its α holds what the all-gather does once around its p − 1 steps (laying out the pieces, a fresh output array),
-    which is not what a step of the all-reduce costs: measured here, 6–12 µs more than the ring link's α."""
+    which is not what a step of the all-reduce costs: measured here, 6–19 µs more than the ring link's α."""
     if len(m.allgather) < 2:
         raise ValueError(
             f"this Measurement has all-gather times for {len(m.allgather)} size(s); fitting needs 2 or more: measure "
