@@ -139,6 +139,8 @@ class CommBase:
 
     def _peer(self, value: Any, name: str) -> int:
         """A valid rank number (for dst= or src=), or a ValueError that says which ranks there are."""
+        if type(value) is int and 0 <= value < self.size:  # the common case, first: it runs for every message
+            return value
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < self.size:
             raise ValueError(f"{name}={value!r} is not a rank of this world of {self.size}: use 0..{self.size - 1}")
         return int(value)

@@ -66,6 +66,7 @@ from labkit.shmblock import (
 
 SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
 PIECE: int | None = None  # default ShmComm.piece: None sends every message whole (see "Streaming" above)
+_PAD = [(0,) * (MAXDIM - d) for d in range(MAXDIM + 1)]  # a header's shape, padded to MAXDIM
 _HEADER = struct.Struct(f"<5qdq16s{MAXDIM}qq40s")  # seq tag nbytes gen seggen | start | ndim dtype shape offset label
 
 
@@ -94,7 +95,15 @@ class ShmComm(EagerComm):
         self._consumed = [[0] * SLOTS for _ in range(size)]
         self._out: list[list[Any]] = [[None] * SLOTS for _ in range(size)]  # (gen, segment) the sender owns
         self._in: list[list[Any]] = [[None] * SLOTS for _ in range(size)]  # (gen, segment) the receiver mapped
-        self._dtypes: dict[bytes, np.dtype] = {}
+        self._dtypes: dict[bytes, np.dtype] = {}  # header's dtype code -> dtype, and back
+        self._codes: dict[np.dtype, bytes] = {}
+        # word indices of every slot to and from each peer, and of the pairs' sent counters, worked out once: a
+        # message's own Python work is most of a small message's time, and all of it when ranks share a core
+        lay = self._lay
+        self._to = [[lay.slot(rank, d, k) for k in range(SLOTS)] for d in range(size)]
+        self._from = [[lay.slot(s, rank, k) for k in range(SLOTS)] for s in range(size)]
+        self._sent_to = [lay.sent(rank, d) for d in range(size)]
+        self._sent_from = [lay.sent(s, rank) for s in range(size)]
         self._barriers = self._gathers = 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self._spin = SPIN_S if size <= cores else 0.0  # more ranks than cores: yield at once, the peer needs ours
@@ -149,17 +158,16 @@ class ShmComm(EagerComm):
 
     def _post(self, x: np.ndarray, dst: int, tag: int, label: str, shape: tuple, offset: int) -> None:
         """Put x (a whole message of ``shape``, or the flat piece of it starting at element ``offset``) in a slot."""
-        lay, q, posted, me = self._lay, self._q, self._posted[dst], self.rank
-        slots = [lay.slot(me, dst, k) for k in range(SLOTS)]
-        free = [k for k in range(SLOTS) if q[slots[k] + _CONSUMED] == posted[k]]
-        if not free:
+        lay, q, posted, me, slots = self._lay, self._q, self._posted[dst], self.rank, self._to[dst]
+        k = _free_slot(q, slots, posted)
+        if k < 0:
             self._wait(
-                lambda: any(q[slots[k] + _CONSUMED] == posted[k] for k in range(SLOTS)),
+                lambda: _free_slot(q, slots, posted) >= 0,
                 f"rank {dst} to receive earlier messages (all {SLOTS} mailbox slots to it are full)",
             )
-            free = [k for k in range(SLOTS) if q[slots[k] + _CONSUMED] == posted[k]]
+            k = _free_slot(q, slots, posted)
         _fence()  # the receiver has finished reading the slot before we overwrite it
-        k, s, n, start = free[0], slots[free[0]], x.nbytes, time.perf_counter()
+        s, n, start = slots[k], x.nbytes, time.perf_counter()
         gen, seg = self._out[dst][k] or (0, None)
         if n <= INLINE:
             buf, at, used = self._b, lay.inline_at(me, dst, k), 0
@@ -177,20 +185,21 @@ class ShmComm(EagerComm):
             buf, at, used = seg.buf, 0, gen
         if n:
             np.copyto(np.ndarray(x.shape, x.dtype, buf, at), x, casting="no")
-        dims = (*shape, *(0,) * (MAXDIM - len(shape)))
-        head = (self._sent[dst], tag, n, used, gen, start, len(shape), x.dtype.str.encode(), *dims, offset)
+        code = self._codes.get(x.dtype) or self._codes.setdefault(x.dtype, x.dtype.str.encode())
+        dims = tuple(shape) + _PAD[len(shape)]
+        head = (self._sent[dst], tag, n, used, gen, start, len(shape), code, *dims, offset)
         _HEADER.pack_into(self._b, (s + _HEAD) * 8, *head, label.encode()[:40])
         _fence()
         posted[k] += 1
         q[s + _POSTED] = posted[k]
         self._sent[dst] += 1
-        q[lay.sent(me, dst)] = self._sent[dst]
+        q[self._sent_to[dst]] = self._sent[dst]
 
     def _take(self, src: int, tag: int, label: str) -> tuple[int, np.ndarray, _Piece]:
         """Wait for the oldest message (or piece) from (src, tag); its slot, a view of its payload in shared memory
         (flat if it is a piece) and what the header says of it."""
         lay, q, consumed, me = self._lay, self._q, self._consumed[src], self.rank
-        sent_at, slots, seen = lay.sent(src, me), [lay.slot(src, me, k) for k in range(SLOTS)], self._taken[src]
+        sent_at, slots, seen = self._sent_from[src], self._from[src], self._taken[src]
         while True:
             sent = q[sent_at]
             if sent > seen:
@@ -228,7 +237,7 @@ class ShmComm(EagerComm):
         """Hand slot k back to its sender and record the message (``meta`` None: a piece, recorded at the end)."""
         _fence()  # finish reading the payload before the sender may overwrite it
         self._consumed[src][k] += 1
-        self._q[self._lay.slot(src, self.rank, k) + _CONSUMED] = self._consumed[src][k]
+        self._q[self._from[src][k] + _CONSUMED] = self._consumed[src][k]
         self._taken[src] += 1
         if meta is not None:
             n, start, label = meta
@@ -388,6 +397,14 @@ class ShmComm(EagerComm):
         self._b = self._q = None  # type: ignore[assignment]
 
 
+def _free_slot(q: memoryview, slots: list[int], posted: list[int]) -> int:
+    """The first of a peer's slots whose last message its receiver has taken (consumed == posted), or -1."""
+    for k in range(SLOTS):
+        if q[slots[k] + _CONSUMED] == posted[k]:
+            return k
+    return -1
+
+
 def _reducer(ufunc: np.ufunc, out: np.ndarray, acc: np.ndarray | None) -> Callable:
     """use(o, view, at) for `_take_into`: o ← (acc's part ``at``, or o) op view; at None means the whole message."""
     if acc is None:
@@ -417,6 +434,8 @@ def _expect_shape(out: np.ndarray, piece: _Piece, src: int, rank: int) -> None:
 
 
 def _check_tag(tag: Any) -> int:
+    if type(tag) is int and tag >= 0:  # the common case, first: this runs twice per message
+        return tag
     if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or tag < 0:
         raise ValueError(f"tag must be a whole number >= 0, got {tag!r}")
     return int(tag)
