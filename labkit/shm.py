@@ -8,6 +8,11 @@ and unlinking every segment whose name starts with the run's prefix.
 
 Ranks start from a fresh interpreter (forkserver: ~10 ms a rank once it runs; spawn where there is none), never by
 forking a parent that may hold TensorFlow. Linux and macOS (POSIX shared memory); not Windows.
+
+Each rank's temporary files go to a directory of the run's own (``TMPDIR`` and `tempfile.tempdir` point there),
+which `run_shm` removes at the end: a rank's process ends with ``os._exit``, as multiprocessing's do, so clean-ups
+registered with atexit never run there (TensorFlow's autograph leaves a file per traced function), and a rank that
+is killed cleans up nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import ctypes
 import itertools
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -63,9 +70,10 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def _rank_main(prefix: str, rank: int, size: int, timeout: float, payload: bytes, conn: Any) -> None:
+def _rank_main(prefix: str, rank: int, size: int, timeout: float, payload: bytes, conn: Any, tmp: str) -> None:
     """A rank's process: load fn, pass a barrier, time fn, send (status, …) back to the parent."""
     _keep_freed_memory()
+    os.environ["TMPDIR"] = tempfile.tempdir = tmp  # the run's own, removed by run_shm (see the module's docstring)
     comm = None
     try:
         comm = ShmComm(prefix, rank, size, timeout)
@@ -173,15 +181,28 @@ def _clean_up(prefix: str, ctl: Any, lay: _Layout) -> None:
 
 
 def _sweep_orphans() -> None:
-    """Unlink the segments of runs whose parent process died before it could clean up (a killed kernel)."""
-    names = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
-    for name in (n for n in names if n.startswith("labkit_")):
-        try:
-            os.kill(int(name.split("_")[1]), 0)
-        except ProcessLookupError:
+    """Unlink the segments, and remove the temporary directories, of runs whose parent process died before it could
+    clean up (a killed kernel)."""
+    for name in os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []:
+        if _orphan(name):
             _unlink(name)
-        except (ValueError, IndexError, PermissionError):  # not ours to judge
-            pass
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if "_tmp" in name and _orphan(name):  # a run's temporary directory (see run_shm)
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
+def _orphan(name: str) -> bool:
+    """Whether name is a run's (labkit_<pid>_<run>…) whose parent process is gone."""
+    if not name.startswith("labkit_"):
+        return False
+    try:
+        os.kill(int(name.split("_")[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, IndexError, PermissionError):  # not ours to judge
+        return False
+    return False
 
 
 def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args: tuple = ()) -> Run:
@@ -198,7 +219,12 @@ def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args
     ctx, lay = _context(), _Layout(world_size)
     prefix = f"labkit_{os.getpid()}_{next(_RUNS)}"
     payload = cloudpickle.dumps((fn, tuple(args)))
-    ctl = _segment(prefix + "_ctl", lay.size)
+    tmp = tempfile.mkdtemp(prefix=prefix + "_tmp")
+    try:
+        ctl = _segment(prefix + "_ctl", lay.size)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     procs: list[Any] = []
     conns: list[Any] = []
     try:
@@ -206,7 +232,7 @@ def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args
             parent_end, child_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_rank_main,
-                args=(prefix, r, world_size, timeout, payload, child_end),
+                args=(prefix, r, world_size, timeout, payload, child_end, tmp),
                 name=f"labkit-shm-rank-{r}",
                 daemon=True,
             )
@@ -226,6 +252,7 @@ def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args
         for c in conns:
             c.close()
         _clean_up(prefix, ctl, lay)
+        shutil.rmtree(tmp, ignore_errors=True)
     return _outcome(results, first)
 
 

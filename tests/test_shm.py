@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -421,3 +422,50 @@ def test_segments_of_a_dead_parent_are_swept_by_the_next_run():
     orphan.close()
     comm.run(lambda c: None, 1, transport="shm")
     assert not Path("/dev/shm", orphan.name.lstrip("/")).exists()
+
+
+def test_temporary_files_of_the_ranks_go_with_the_run(tmp_path, monkeypatch):
+    # A rank ends with os._exit, so its atexit clean-ups never run (TensorFlow's autograph registers one per file).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def step(c):
+        import atexit
+
+        f = tempfile.NamedTemporaryFile(delete=False)
+        f.close()
+        atexit.register(os.unlink, f.name)
+        return f.name, os.environ["TMPDIR"]
+
+    for name, tmp in comm.run(step, 2, transport="shm").values:
+        assert Path(name).parent == Path(tmp) and Path(tmp).parent == tmp_path and Path(tmp).name.startswith("labkit_")
+    assert not Path(tmp).exists() and not list(tmp_path.glob("labkit_*"))  # (multiprocessing may add a pymp-* here)
+
+
+def test_a_killed_rank_leaves_no_temporary_files(tmp_path, monkeypatch):
+    names, tmp = tmp_path / "names", tmp_path / "tmp"
+    names.mkdir(), tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+    def step(c):
+        f = tempfile.NamedTemporaryFile(delete=False)
+        f.close()
+        (names / str(c.rank)).write_text(f.name)
+        if c.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        c.recv(1)
+
+    with pytest.raises(CommError, match="rank 1 died"):
+        comm.run(step, 2, transport="shm", timeout=30)
+    files = [Path(f.read_text()) for f in names.iterdir()]
+    assert len(files) == 2 and not any(f.exists() for f in files) and not list(tmp.glob("labkit_*"))
+
+
+def test_temporary_directories_of_a_dead_parent_are_swept_by_the_next_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan, alive = tmp_path / f"labkit_{int(dead.stdout)}_0_tmpab12", tmp_path / f"labkit_{os.getpid()}_99_tmpcd34"
+    for d in (orphan, alive):
+        d.mkdir()
+        (d / "__autograph_generated_file.py").write_text("")
+    comm.run(lambda c: None, 1, transport="shm")
+    assert not orphan.exists() and alive.exists()  # a running parent's directory is its own to remove
