@@ -10,7 +10,8 @@ time is the slowest rank's. algbw = n / t and busbw = algbw · 2(p−1)/p (nccl-
 `labkit.cost.allreduce_time` on a fitted link: the naive one, on the link `labkit.cost.fit_link` fits to a ping-pong
 (one message, the other core idle); on the link fitted to a ring step with every rank busy; and on the cache or the
 memory link of `labkit.cost.fit_link_regimes`, whichever holds the all-reduce's bytes. Each round's links judge that
-round's times (the machine's speed changes between rounds). The MPI part runs
+round's times (the machine's speed changes between rounds), and within a round every measurement takes its repeats
+in turns interleaved with all the others' (it changes within a round too). The MPI part runs
 this script again under ``mpiexec -n p``; TensorFlow runs in a process of its own (it is never loaded beside the
 shm ranks). Writes benchmarks/results/allreduce.md and allreduce.csv.
 """
@@ -49,9 +50,13 @@ def repeats(n: int, quick: bool) -> int:
     return max(3, r // 4) if quick else r
 
 
-def allreduce_times(c, sizes: list[int], quick: bool, mpi_allreduce=None) -> dict:
-    """{(algorithm, n): per-rank times}, for every labkit algorithm and (under MPI) MPI_Allreduce."""
-    out = {}
+SLICES = 4  # every measurement's repeats run in this many turns, interleaved with all the others' (see `world`)
+
+
+def allreduce_jobs(c, sizes: list[int], quick: bool, mpi_allreduce=None) -> dict:
+    """{"algorithm|n": (times of r repeats, repeats)} for every labkit algorithm and (under MPI) MPI_Allreduce,
+    each checked once first."""
+    jobs = {}
     for n in sizes:
         x = np.full(n, c.rank + 1.0, np.float32)
         want = c.size * (c.size + 1) / 2
@@ -59,38 +64,59 @@ def allreduce_times(c, sizes: list[int], quick: bool, mpi_allreduce=None) -> dic
         for name in collectives.ALGORITHMS:
             y = collectives.allreduce(x, c, algorithm=name, out=result)
             assert y[0] == want and y[-1] == want, (name, n)
-            call = lambda x=x, name=name, r=result: collectives.allreduce(x, c, algorithm=name, out=r)
-            out[f"{name}|{n}"] = timed(c, call, repeats(n, quick))
+            call = lambda x=x, name=name, r=result: collectives.allreduce(x, c, algorithm=name, out=r)  # noqa: E731
+            jobs[f"{name}|{n}"] = (lambda k, call=call: timed(c, call, k), repeats(n, quick))
         if mpi_allreduce is not None:
             result = np.empty_like(x)
             mpi_allreduce(x, result)
             assert result[0] == want
-            out[f"MPI_Allreduce|{n}"] = timed(c, lambda x=x, r=result: mpi_allreduce(x, r), repeats(n, quick))
-    return out
+            call = lambda x=x, r=result: mpi_allreduce(x, r)  # noqa: E731
+            jobs[f"MPI_Allreduce|{n}"] = (lambda k, call=call: timed(c, call, k), repeats(n, quick))
+    return jobs
 
 
-def pingpong(c, sizes: list[int], quick: bool) -> dict:
-    """One-way message times (half a round trip) between ranks 0 and 1: the data for fit_link."""
-    return {str(n): [lkm.pingpong_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
+def link_jobs(c, quick: bool) -> dict:
+    """{(kind, n): (the median of r repeats, as a list, repeats)}: one-way ping-pong times between ranks 0 and 1, one
+    ring step with every rank busy (sendrecv to the right, from the left: contention included) and one
+    reduce-scatter step (send, and out ← mine + incoming), for every size in PINGPONG: the data for the links and γ."""
+    kinds = {"ping-pong": lkm.pingpong_times, "exchange": lkm.exchange_times, "reduce": lkm.reduce_step_times}
+    return {
+        (kind, n): (lambda k, f=f, m=4 * n: [f(c, [m], k)[m]], repeats(n, quick))
+        for kind, f in kinds.items()
+        for n in PINGPONG
+    }
 
 
-def exchange(c, sizes: list[int], quick: bool) -> dict:
-    """Time of one ring step with every rank busy (sendrecv to the right, from the left): contention included."""
-    return {str(n): [lkm.exchange_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
+def world(c, sizes: list[int], quick: bool, mpi_allreduce=None) -> tuple[dict, dict]:
+    """One round in one world: ({"algorithm|n": times}, {kind: {n: [time]}}), the all-reduces and the link data.
+
+    Every measurement's repeats run in SLICES turns, and each turn goes through all of them: a virtual machine's
+    cores change speed within a minute, and a link measured in another minute than the all-reduce it should predict
+    judges the model on the machine's phases. Interleaved, every measurement samples the same minutes. A link's
+    time is the median of its turns' medians.
+    """
+    got = interleave(allreduce_jobs(c, sizes, quick, mpi_allreduce) | link_jobs(c, quick), SLICES)
+    times = {key: t for key, t in got.items() if isinstance(key, str)}
+    links: dict = {}
+    for (kind, n), t in ((k, t) for k, t in got.items() if not isinstance(k, str)):
+        links.setdefault(kind, {})[str(n)] = [float(np.median(t))]
+    return times, links
 
 
-def reduce(c, sizes: list[int], quick: bool) -> dict:
-    """Time of one reduce-scatter step (send, and out ← mine + incoming) with every rank busy: the data for γ."""
-    return {str(n): [lkm.reduce_step_times(c, [4 * n], repeats(n, quick))[4 * n]] for n in sizes}
-
-
-def links(c, quick: bool) -> dict:
-    """Ping-pong (ranks 0 and 1), ring-exchange and reduction times, the data for the fitted links and γ."""
-    return {k: f(c, PINGPONG, quick) for k, f in (("ping-pong", pingpong), ("exchange", exchange), ("reduce", reduce))}
+def interleave(jobs: dict, turns: int) -> dict:
+    """{key: what run(k) returned, joined over the turns} for jobs {key: (run, total)}: each turn calls every job's
+    run once, with its share of that job's ``total`` repeats (skipped when the share is 0)."""
+    got: dict = {key: [] for key in jobs}
+    for turn in range(turns):
+        for key, (run, total) in jobs.items():
+            share = total // turns + (turn < total % turns)
+            if share:
+                got[key] += run(share)
+    return got
 
 
 def shm_world(c, sizes, quick):
-    return allreduce_times(c, sizes, quick), links(c, quick)
+    return world(c, sizes, quick)
 
 
 def mpi_worker(args) -> None:
@@ -98,8 +124,8 @@ def mpi_worker(args) -> None:
     from mpi4py import MPI
 
     c = comm.from_mpi(timeout=600)
-    times = allreduce_times(c, args.sizes, args.quick, lambda x, out: MPI.COMM_WORLD.Allreduce(x, out, op=MPI.SUM))
-    gathered = c.allgather_object((times, links(c, args.quick)))
+    measured = world(c, args.sizes, args.quick, lambda x, out: MPI.COMM_WORLD.Allreduce(x, out, op=MPI.SUM))
+    gathered = c.allgather_object(measured)
     if c.rank == 0:
         Path(args.json).write_text(json.dumps(gathered))
 
@@ -368,7 +394,8 @@ def report(rows: list[dict], info: dict, args) -> str:
         " faster); model = `cost.allreduce_time` on the ping-pong link, model×  on the ring-exchange link, both"
         " with the fitted γ; model c/m on the cache or the memory link, whichever holds the all-reduce's 2pn bytes"
         " (`cost.allreduce_footprint`); each with its error (model − measured) / measured. The models are judged"
-        " round by round: each round's own link measurements predict that round's times (the links above are"
+        " round by round: each round's own link measurements, taken in turns interleaved with the all-reduces', predict"
+        " that round's times (the links above are"
         " fitted to the best times over all rounds), and each row shows the round with the median error (its error is"
         " against that round's own time, which can differ from the best time in the row).",
     ]

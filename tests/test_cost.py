@@ -246,3 +246,16 @@ def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
     assert (model, error) == (2.2, pytest.approx(0.1))
     assert bench._median_error([(1.0, 2.0), (3.0, 2.0)]) == (1.0, -0.5)  # two rounds: the lower median
     assert bench._median_error([]) == (None, None)
+
+
+def test_the_benchmark_interleaves_every_measurement_over_the_same_turns():
+    """benchmarks/allreduce.py's world: each measurement's repeats are split over the turns, and every turn goes
+    through all measurements, so a link and the all-reduce it predicts sample the same minutes of the machine."""
+    bench, calls = _allreduce_benchmark(), []
+
+    def job(name):
+        return lambda k: calls.append((name, k)) or [name] * k
+
+    got = bench.interleave({"ring|4": (job("a"), 5), ("exchange", 4): (job("b"), 2)}, turns=3)
+    assert calls == [("a", 2), ("b", 1), ("a", 2), ("b", 1), ("a", 1)]  # 5 = 2 + 2 + 1 and 2 = 1 + 1 + 0
+    assert got == {"ring|4": ["a"] * 5, ("exchange", 4): ["b"] * 2}
