@@ -79,7 +79,12 @@ def link_jobs(c, quick: bool) -> dict:
     """{(kind, n): (the median of r repeats, as a list, repeats)}: one-way ping-pong times between ranks 0 and 1, one
     ring step with every rank busy (sendrecv to the right, from the left: contention included) and one
     reduce-scatter step (send, and out ← mine + incoming), for every size in PINGPONG: the data for the links and γ."""
-    kinds = {"ping-pong": lkm.pingpong_times, "exchange": lkm.exchange_times, "reduce": lkm.reduce_step_times}
+    steps = {"steps": max(1, c.size - 1)}  # ring steps back to back, as in a ring's reduce-scatter or all-gather
+    kinds = {
+        "ping-pong": lkm.pingpong_times,
+        "exchange": lambda *a: lkm.exchange_times(*a, **steps),
+        "reduce": lambda *a: lkm.reduce_step_times(*a, **steps),
+    }
     return {
         (kind, n): (lambda k, f=f, m=4 * n: [f(c, [m], k)[m]], repeats(n, quick))
         for kind, f in kinds.items()
@@ -377,8 +382,9 @@ def report(rows: list[dict], info: dict, args) -> str:
         f" after: {', '.join(f'{x:.2f}' for x in info['load'][1])} (other work on the machine skews every time).",
         "",
         "Links fitted with `cost.fit_link` (one-way times: half a ping-pong between ranks 0 and 1; one ring step of"
-        " `sendrecv_into` with every rank busy; γ: what one reduce-scatter step, `sendrecv_reduce`, takes more than an"
-        " exchange step, per byte (its slope over the sizes); cache and memory: the exchange link and γ fitted on"
+        " `sendrecv_into` with every rank busy, timed p − 1 in a row as the ring takes them; γ: what one"
+        " reduce-scatter step, `sendrecv_reduce`, takes more than an exchange step, per byte (its slope over the"
+        " sizes); cache and memory: the exchange link and γ fitted on"
         f" each side of the {_cache(info['cache'])} last-level cache, `cost.fit_link_regimes`):",
         "",
     ]

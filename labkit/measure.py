@@ -143,16 +143,29 @@ def send_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache:
     return c.allgather_object(out)[0]
 
 
-def exchange_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache: int = 0) -> dict[int, float]:
+def exchange_times(
+    c: comm.Comm, sizes: Sequence[int], repeats: int = 20, off_cache: int = 0, steps: int = 1
+) -> dict[int, float]:
     """Median time of one ring step: every rank sends to its right neighbour while receiving from its left, into
-    an array it reuses (``sendrecv_into``, as the ring's all-gather steps do)."""
+    an array it reuses (``sendrecv_into``, as the ring's all-gather steps do).
+
+    ``steps``: how many steps each repeat takes back to back (the time is per step). A ring takes p − 1 of them
+    after one start: timed alone, each step would also pay for the ranks leaving the barrier at different times,
+    which cost 5-18 µs a step here when ranks share a core (p = 4 on 2 cores)."""
     right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
     out = {}
     for nbytes in sizes:
         x, into = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
-        call = lambda x=x, into=into: c.sendrecv_into(x, right, into, left)  # noqa: E731
-        out[int(nbytes)] = float(np.median(timed(c, call, repeats, off_cache=off_cache)))
+        call = lambda x=x, into=into: _repeat(steps, c.sendrecv_into, x, right, into, left)  # noqa: E731
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats, off_cache=off_cache))) / steps
     return out
+
+
+def _repeat(steps: int, call: Callable, *args, **kwargs) -> None:
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1 (ring steps per repeat), got {steps!r}")
+    for _ in range(steps):
+        call(*args, **kwargs)
 
 
 def cache_bytes(root: str | Path = "/sys/devices/system/cpu/cpu0/cache", level: int | None = None) -> int | None:
@@ -185,16 +198,17 @@ def reduce_gamma(nbytes: int = 1 << 24, repeats: int = 10) -> float:
     return float(np.median(times[1:])) / nbytes
 
 
-def reduce_step_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20) -> dict[int, float]:
+def reduce_step_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, steps: int = 1) -> dict[int, float]:
     """Median time of one reduce-scatter step of the ring: every rank sends float32 ``x`` to its right neighbour
     while adding what its left one sends to its own chunk, out ← mine + incoming (``sendrecv_reduce(acc=)``).
-    Less `exchange_times` of the same size, it is what the reduction adds to a step: the γ of the ring here."""
+    Less `exchange_times` of the same size, it is what the reduction adds to a step: the γ of the ring here.
+    ``steps``: as in `exchange_times`."""
     right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
     out = {}
     for nbytes in sizes:
         x, mine, into = (np.ones(nbytes // 4, np.float32) for _ in range(3))
-        call = lambda x=x, m=mine, o=into: c.sendrecv_reduce(x, right, o, left, acc=m)  # noqa: E731
-        out[int(nbytes)] = float(np.median(timed(c, call, repeats)))
+        call = lambda x=x, m=mine, o=into: _repeat(steps, c.sendrecv_reduce, x, right, o, left, acc=m)  # noqa: E731
+        out[int(nbytes)] = float(np.median(timed(c, call, repeats))) / steps
     return out
 
 

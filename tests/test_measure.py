@@ -88,6 +88,21 @@ def test_reduce_step_and_exchange_times_are_measured_on_every_rank_at_once():
         assert set(times) == {1 << 12, 1 << 21} and all(0 < t < 1 for t in times.values())
 
 
+def test_link_steps_run_back_to_back_and_are_timed_per_step(monkeypatch):
+    def both(c):
+        kw = {"repeats": 2, "steps": 3}
+        return measure.exchange_times(c, [64], **kw), measure.reduce_step_times(c, [64], **kw)
+
+    run = comm.run(both, 3, transport="sim")
+    # each of 3 ranks: (2 warm-up + 2 timed repeats) x 3 steps, for the exchange and for the reduce step
+    assert len([m for m in run.trace if m.nbytes == 64]) == 2 * 3 * 4 * 3
+    monkeypatch.setattr(measure, "timed", lambda c, call, repeats, **kw: [call(), 6.0][1:])  # one call "takes 6 s"
+    one = comm.run(lambda c: measure.exchange_times(c, [64], steps=3), 2, transport="sim").values[0]
+    assert one == {64: 2.0}  # the time per step
+    with pytest.raises(comm.CommError, match="steps must be a whole number >= 1"):
+        comm.run(lambda c: measure.reduce_step_times(c, [64], steps=0), 2, transport="sim")
+
+
 def test_a_link_needs_a_known_kind_and_two_sizes():
     m = measure.Measurement("shm", 2, {1024: 1e-5, 65536: 3e-5}, send={1024: 4e-6})
     assert m.link("pingpong", with_gamma=False).beta > 0
