@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit import _native_stderr_silenced, collectives, comm, cost, measure
+from labkit import _native_stderr_silenced, collectives, comm, cost, mpirun
 
 KIT = Path(__file__).resolve().parent.parent
 
@@ -40,14 +40,14 @@ def mpi_hang(timeout: float = 2.0, limit: float = 120.0) -> tuple[int, str] | No
 
     None when there is no mpiexec. ``limit`` bounds the whole launch, in case the watchdog itself fails.
     """
-    launcher = measure.mpiexec()
+    launcher = mpirun.mpiexec()
     if launcher is None:
         return None
     with tempfile.TemporaryDirectory(prefix="labkit-faq-") as tmp:
         script = Path(tmp) / "silent.py"
         script.write_text(_SILENT_MPI.format(timeout=timeout))
         argv = [launcher, "-n", "2", sys.executable, "-m", "mpi4py", str(script)]
-        done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=limit)
+        done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=limit)
     said = [line for line in done.stderr.splitlines() if line.startswith("labkit:")]
     return done.returncode, said[0] if said else done.stderr.strip()[-300:]
 

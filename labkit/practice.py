@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit import cost, measure
+from labkit import cost, mpirun
 
 
 class LiveLoss:
@@ -69,7 +69,7 @@ def launch(p: int, timeout: float = 600.0, **options: Any) -> dict:
 
     ``options`` become command-line flags (``n_train=1024`` → ``--n-train 1024``; ``quiet=True`` → ``--quiet``).
     """
-    launcher = measure.mpiexec()
+    launcher = mpirun.mpiexec()
     if launcher is None:
         raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
     flags: list[str] = []
@@ -82,7 +82,7 @@ def launch(p: int, timeout: float = 600.0, **options: Any) -> dict:
     with tempfile.TemporaryDirectory(prefix="labkit-train-") as tmp:
         out = Path(tmp) / "history.json"
         argv = [launcher, "-n", str(p), sys.executable, "-m", "labkit.train", *flags, "--out", str(out), "--quiet"]
-        done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout)
+        done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0 or not out.exists():
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
             raise RuntimeError(f"mpiexec -n {p} python -m labkit.train failed (exit {done.returncode}):\n{tail}")

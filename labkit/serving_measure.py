@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labkit import comm, cost, measure
+from labkit import comm, cost, measure, mpirun
 from labkit import tensor_parallel as tp
 
 BATCHES = (1, 4, 16, 64, 256, 1024)  # batch sizes measured and modelled: one request to a thousand
@@ -145,14 +145,14 @@ def measure_serving(
         return _collected("shm", p, comm.run(_measure_rank, p, "shm", timeout=timeout, args=job).values)
     if transport != "mpi":
         raise ValueError(f"unknown transport {transport!r}: use 'shm' or 'mpi'")
-    launcher = measure.mpiexec()
+    launcher = mpirun.mpiexec()
     if launcher is None:
         raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
     with tempfile.TemporaryDirectory(prefix="labkit-serving-") as tmp:
         (Path(tmp) / "job.pkl").write_bytes(pickle.dumps(job))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         argv = [launcher, "-n", str(p), sys.executable, "-m", "labkit.serving_measure", tmp]
-        done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout, env=env)
         files = [Path(tmp) / f"rank{r}.pkl" for r in range(p)]
         if done.returncode != 0 or not all(f.exists() for f in files):
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])

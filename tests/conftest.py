@@ -25,6 +25,7 @@ CHAPTERS = {
     "test_steps.py": (2, 3),
     "test_cost.py": (3,),
     "test_measure.py": (3,),
+    "test_mpirun.py": (3, 5, 8),
     "test_widgets.py": (3,),
     "test_article.py": (4,),
     "test_train.py": (4, 5),

@@ -1,8 +1,5 @@
 """labkit.measure: fitting and comparing are checked on synthetic times; the real runs on their structure only."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
@@ -164,28 +161,3 @@ def test_measure_mpi_runs_the_same_code_under_mpiexec():
     assert np.isfinite(m.gamma) and m.gamma > 0
     assert 0 < m.check < 1  # the shape check, timed under mpiexec and carried through the JSON
     assert set(m.send) == {1024, 65536} and all(0 < t < 1 for t in m.send.values())  # int keys after the JSON
-
-
-@pytest.mark.mpi
-@pytest.mark.skipif(measure.mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
-def test_mpi_ranks_get_a_temporary_folder_that_is_removed_after_the_job():
-    code = "import os, tempfile; d = tempfile.gettempdir(); os.write(1, f'{d} {os.path.isdir(d)}\\n'.encode())"
-    argv = [measure.mpiexec(), "-n", "2", sys.executable, "-c", code]
-    done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=60)
-    folders = {line.split()[0] for line in done.stdout.splitlines()}
-    assert done.returncode == 0 and len(folders) == 1 and done.stdout.split()[1::2] == ["True", "True"]
-    (folder,) = folders
-    assert "labkit-mpiexec-" in folder and not os.path.exists(folder)  # a killed rank's files go with it
-
-
-@pytest.mark.mpi
-@pytest.mark.skipif(measure.mpiexec() is None or not os.path.isdir("/dev/shm"), reason="needs mpiexec and /dev/shm")
-def test_an_aborted_mpi_job_leaves_no_shared_memory(tmp_path):
-    script = tmp_path / "abort.py"
-    script.write_text("from mpi4py import MPI\nMPI.COMM_WORLD.Barrier()\nMPI.COMM_WORLD.Abort(3)\n")
-    before, hydra_before = measure._mpich_segments(), measure._hydra_files()
-    argv = [measure.mpiexec(), "-n", "2", sys.executable, str(script)]
-    done = measure.run_mpiexec(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    assert measure._mpich_segments() - before == set()
-    assert measure._hydra_files() - hydra_before == set()  # nor the launcher's topology file in /tmp
