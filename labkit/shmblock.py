@@ -1,18 +1,30 @@
 """The control block of a ``"shm"`` run: where every counter, header, error and inline payload lives in the shared
-memory that all ranks map, the segments that hold larger payloads, and how a failed rank is recorded there.
+memory that all ranks map, the segments that hold larger payloads, how a failed rank is recorded there, and
+`_Control`, one rank's view of it: waiting on a counter, barrier and allgather_object.
 
 Every counter has a single writer, so there are no locks for a dead process to hold. `labkit.shmcomm.ShmComm` (one
 rank's end of the mailboxes) and `labkit.shm.run_shm` (the processes) both read and write it through `_Layout`.
+
+Waiting spins on a counter for ``SPIN_S`` seconds (only when every rank has a core of its own), then yields the
+core for up to ``YIELD_S``, then sleeps a little longer each time, checking the run's abort flag and the timeout.
+A rank that raises records its error in the control block and raises the flag; the parent watches the processes
+and does the same for a rank that dies. Every other rank then raises `CommError` naming that rank, and `run_shm`
+raises it too, after reaping every process and unlinking every segment whose name starts with the run's prefix.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import shared_memory
+from typing import Any
+
+import cloudpickle
 
 from labkit.comm import CommError
 
@@ -21,6 +33,7 @@ INLINE = 32 * 1024  # payloads this small stay in the control block: no segment 
 OBJ_BYTES = 64 * 1024  # room per rank for allgather_object's pickle (metadata, not arrays)
 ERR_BYTES = 4096  # room per rank for its error message
 MAXDIM = 8
+SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
 
 RUNNING, FAILED, ABORTED, DIED = 0, 1, 2, 3  # a rank's state in the control block
 _RANK_WORDS, _STATE, _BARRIER, _OBJGEN, _OBJLEN, _ERRLEN, _FAILED_AT = 8, 0, 1, 2, 3, 5, 6
@@ -123,3 +136,98 @@ def _record_failure(b: memoryview, lay: _Layout, rank: int, message: str, state:
     q[0] = 1
     q.release()
     d.release()
+
+
+class _Control:
+    """One rank's view of the control block: waiting on its counters (and failing when another rank failed),
+    barrier and allgather_object. `labkit.shmcomm.ShmComm` adds the mailboxes."""
+
+    def __init__(self, prefix: str, rank: int, size: int, timeout: float) -> None:
+        self.rank, self.size, self.timeout = rank, size, timeout
+        self._prefix, self._lay = prefix, _Layout(size)
+        self._ctl = _segment(prefix + "_ctl")
+        self._b = self._ctl.buf
+        self._q = self._b.cast("q")
+        self._barriers = self._gathers = 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self._spin = SPIN_S if size <= cores else 0.0  # more ranks than cores: yield at once, the peer needs ours
+
+    # --- waiting and failing ------------------------------------------------------------------------------------
+
+    def _wait(self, ready: Callable[[], bool], what: str) -> None:
+        """Return once ready() holds; raise CommError if another rank failed or after `timeout` seconds."""
+        q, start = self._q, time.perf_counter()
+        nap = 20e-6
+        while True:
+            for _ in range(32):
+                if ready():
+                    return
+            if q[0]:
+                first = _first_failure(self._b, self._lay)
+                raise _Aborted(first[1] if first else "the run was stopped by the process that started it")
+            waited = time.perf_counter() - start
+            if waited > self.timeout:
+                raise CommError(
+                    f"rank {self.rank} waited {self.timeout:g} s for {what}: does that rank ever send it, or is it"
+                    " stuck? (pass a larger timeout= if its work really takes that long)"
+                )
+            if waited < self._spin:
+                continue
+            if waited < YIELD_S:
+                os.sched_yield()
+            else:
+                time.sleep(nap)
+                nap = min(2 * nap, MAX_SLEEP_S)
+
+    # --- metadata -----------------------------------------------------------------------------------------------
+
+    def barrier(self) -> None:
+        """Wait until every rank has called barrier as often as this one."""
+        self._barriers += 1
+        b, q, lay = self._barriers, self._q, self._lay
+        q[lay.rank(self.rank) + _BARRIER] = b
+        for r in range(self.size):
+            i = lay.rank(r) + _BARRIER
+            if q[i] < b:
+                self._wait(lambda i=i: q[i] >= b, f"rank {r} to reach barrier {b}")
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's obj, in rank order (small pickles through the control block; not in the trace)."""
+        g, q, lay = self._gathers, self._q, self._lay
+        try:
+            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            data = cloudpickle.dumps(obj)
+        if len(data) > OBJ_BYTES:
+            raise CommError(
+                f"allgather_object got {len(data)} pickled bytes on rank {self.rank}, more than {OBJ_BYTES}:"
+                " it exchanges small metadata; send arrays with send/recv or the collectives"
+            )
+        at = lay.obj + (2 * self.rank + g % 2) * OBJ_BYTES  # two buffers: a rank may be one call ahead, not two
+        self._b[at : at + len(data)] = data
+        q[lay.rank(self.rank) + _OBJLEN + g % 2] = len(data)
+        _fence()
+        q[lay.rank(self.rank) + _OBJGEN] = g + 1
+        values = []
+        for r in range(self.size):
+            i = lay.rank(r) + _OBJGEN
+            if q[i] <= g:
+                self._wait(lambda i=i: q[i] > g, f"rank {r} to call allgather_object (call {g + 1})")
+            _fence()
+            at = lay.obj + (2 * r + g % 2) * OBJ_BYTES
+            values.append(pickle.loads(self._b[at : at + q[lay.rank(r) + _OBJLEN + g % 2]]))
+        self._gathers = g + 1
+        return values
+
+    def close(self) -> None:
+        """Unmap the control block."""
+        _close([self._ctl])
+        self._b = self._q = None  # type: ignore[assignment]
+
+
+def _close(segments: list) -> None:
+    for seg in segments:
+        try:
+            seg.close()
+        except BufferError:  # an array still views it; the mapping goes when the process ends
+            pass

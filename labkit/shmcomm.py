@@ -22,11 +22,7 @@ message's shape and the piece's offset, so any receive (``recv``, ``recv_into``,
 message as well as a whole one; the trace has one entry per message, not per piece. A plain ``send`` never
 streams: it must return before the receiver starts.
 
-Waiting spins on a counter for ``SPIN_S`` seconds (only when every rank has a core of its own), then yields the
-core for up to ``YIELD_S``, then sleeps a little longer each time, checking the run's abort flag and the timeout.
-A rank that raises records its error in the control block and raises the flag; the parent watches the processes
-and does the same for a rank that dies. Every other rank then raises `CommError` naming that rank, and `run_shm`
-raises it too, after reaping every process and unlinking every segment whose name starts with the run's prefix.
+Waiting, and failing when another rank has failed, are the control block's (`labkit.shmblock`).
 
 The processes that use it are started, watched and cleaned up by `labkit.shm.run_shm`.
 """
@@ -35,36 +31,28 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import struct
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import cloudpickle
 import numpy as np
 
 from labkit.comm import CommError, EagerComm, check_acc, check_op, expect_like
 from labkit.shmblock import (
-    _BARRIER,
     _CONSUMED,
     _HEAD,
-    _OBJGEN,
-    _OBJLEN,
     _POSTED,
     INLINE,
     MAXDIM,
-    OBJ_BYTES,
     SLOTS,
-    _Aborted,
     _check_room,
+    _close,
+    _Control,
     _fence,
-    _first_failure,
-    _Layout,
     _segment,
 )
 
-SPIN_S, YIELD_S, MAX_SLEEP_S = 50e-6, 20e-3, 1e-3  # spin (a core each: µs replies), yield (ms-long steps), sleep
 PIECE: int | None = None  # default ShmComm.piece: None sends every message whole (see "Streaming" above)
 _PAD = [(0,) * (MAXDIM - d) for d in range(MAXDIM + 1)]  # a header's shape, padded to MAXDIM
 _HEADER = struct.Struct(f"<5qdq16s{MAXDIM}qq40s")  # seq tag nbytes gen seggen | start | ndim dtype shape offset label
@@ -79,17 +67,14 @@ def _as_array(x: Any) -> np.ndarray:
     return x
 
 
-class ShmComm(EagerComm):
-    """One rank's end of the shared-memory mailboxes of a run (`run_shm` makes one in each rank's process)."""
+class ShmComm(_Control, EagerComm):
+    """One rank's end of the shared-memory mailboxes of a run (`run_shm` makes one in each rank's process); waiting,
+    barrier and allgather_object come from the control block's `_Control`."""
 
     def __init__(self, prefix: str, rank: int, size: int, timeout: float) -> None:
-        self.rank, self.size, self.timeout = rank, size, timeout
+        super().__init__(prefix, rank, size, timeout)
         self.piece = PIECE  # stream sendrecvs of more than this many bytes in pieces of this size; None: never
         self.trace: list[tuple] = []  # (src, dst, nbytes, start, end, label) per message received
-        self._prefix, self._lay = prefix, _Layout(size)
-        self._ctl = _segment(prefix + "_ctl")
-        self._b = self._ctl.buf
-        self._q = self._b.cast("q")
         self._sent, self._taken = [0] * size, [0] * size  # messages sent to / received from each peer
         self._posted = [[0] * SLOTS for _ in range(size)]  # per peer and slot: messages written / read there
         self._consumed = [[0] * SLOTS for _ in range(size)]
@@ -104,9 +89,6 @@ class ShmComm(EagerComm):
         self._from = [[lay.slot(s, rank, k) for k in range(SLOTS)] for s in range(size)]
         self._sent_to = [lay.sent(rank, d) for d in range(size)]
         self._sent_from = [lay.sent(s, rank) for s in range(size)]
-        self._barriers = self._gathers = 0
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self._spin = SPIN_S if size <= cores else 0.0  # more ranks than cores: yield at once, the peer needs ours
 
     @property
     def piece(self) -> int | None:
@@ -121,33 +103,6 @@ class ShmComm(EagerComm):
 
     def __repr__(self) -> str:
         return f"ShmComm(rank={self.rank}, size={self.size}, pid={os.getpid()})"
-
-    # --- waiting and failing ------------------------------------------------------------------------------------
-
-    def _wait(self, ready: Callable[[], bool], what: str) -> None:
-        """Return once ready() holds; raise CommError if another rank failed or after `timeout` seconds."""
-        q, start = self._q, time.perf_counter()
-        nap = 20e-6
-        while True:
-            for _ in range(32):
-                if ready():
-                    return
-            if q[0]:
-                first = _first_failure(self._b, self._lay)
-                raise _Aborted(first[1] if first else "the run was stopped by the process that started it")
-            waited = time.perf_counter() - start
-            if waited > self.timeout:
-                raise CommError(
-                    f"rank {self.rank} waited {self.timeout:g} s for {what}: does that rank ever send it, or is it"
-                    " stuck? (pass a larger timeout= if its work really takes that long)"
-                )
-            if waited < self._spin:
-                continue
-            if waited < YIELD_S:
-                os.sched_yield()
-            else:
-                time.sleep(nap)
-                nap = min(2 * nap, MAX_SLEEP_S)
 
     # --- point to point -----------------------------------------------------------------------------------------
 
@@ -347,54 +302,10 @@ class ShmComm(EagerComm):
             k, view, piece = self._take(src, tag, label)
         self.trace.append((src, self.rank, flat.nbytes, start, time.perf_counter(), piece.meta[2]))
 
-    # --- metadata -----------------------------------------------------------------------------------------------
-
-    def barrier(self) -> None:
-        """Wait until every rank has called barrier as often as this one."""
-        self._barriers += 1
-        b, q, lay = self._barriers, self._q, self._lay
-        q[lay.rank(self.rank) + _BARRIER] = b
-        for r in range(self.size):
-            i = lay.rank(r) + _BARRIER
-            if q[i] < b:
-                self._wait(lambda i=i: q[i] >= b, f"rank {r} to reach barrier {b}")
-
-    def allgather_object(self, obj: Any) -> list[Any]:
-        """Every rank's obj, in rank order (small pickles through the control block; not in the trace)."""
-        g, q, lay = self._gathers, self._q, self._lay
-        try:
-            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            data = cloudpickle.dumps(obj)
-        if len(data) > OBJ_BYTES:
-            raise CommError(
-                f"allgather_object got {len(data)} pickled bytes on rank {self.rank}, more than {OBJ_BYTES}:"
-                " it exchanges small metadata; send arrays with send/recv or the collectives"
-            )
-        at = lay.obj + (2 * self.rank + g % 2) * OBJ_BYTES  # two buffers: a rank may be one call ahead, not two
-        self._b[at : at + len(data)] = data
-        q[lay.rank(self.rank) + _OBJLEN + g % 2] = len(data)
-        _fence()
-        q[lay.rank(self.rank) + _OBJGEN] = g + 1
-        values = []
-        for r in range(self.size):
-            i = lay.rank(r) + _OBJGEN
-            if q[i] <= g:
-                self._wait(lambda i=i: q[i] > g, f"rank {r} to call allgather_object (call {g + 1})")
-            _fence()
-            at = lay.obj + (2 * r + g % 2) * OBJ_BYTES
-            values.append(pickle.loads(self._b[at : at + q[lay.rank(r) + _OBJLEN + g % 2]]))
-        self._gathers = g + 1
-        return values
-
     def close(self) -> None:
         """Unmap every segment (unlinking is run_shm's job, after every rank is done reading)."""
-        for seg in [m[1] for row in self._out + self._in for m in row if m is not None] + [self._ctl]:
-            try:
-                seg.close()
-            except BufferError:  # an array still views it; the mapping goes when the process ends
-                pass
-        self._b = self._q = None  # type: ignore[assignment]
+        _close([m[1] for row in self._out + self._in for m in row if m is not None])
+        super().close()
 
 
 def _free_slot(q: memoryview, slots: list[int], posted: list[int]) -> int:
