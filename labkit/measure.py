@@ -150,7 +150,7 @@ def exchange_times(
 
     ``steps``: how many steps each repeat takes back to back (the time is per step). A ring takes p − 1 of them
     after one start: timed alone, each step would also pay for the ranks leaving the barrier at different times,
-    which cost 5-18 µs a step here when ranks share a core (p = 4 on 2 cores)."""
+    which cost 5-12 µs a step here (4-256 KiB) when ranks share a core (p = 4 on 2 cores)."""
     right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
     out = {}
     for nbytes in sizes:
