@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -288,7 +287,7 @@ def measure(args) -> tuple[list[dict], dict]:
     the round with the median error.
     """
     rows, info = [], {"memcpy": memcpy_bandwidth(), "links": {}, "notes": [], "cache": lkm.cache_bytes(), "medians": {}}
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    mpiexec = lkm.mpiexec()
     if args.no_tf:
         info["notes"].append("tf.distribute skipped (--no-tf)")
     for p in args.p:

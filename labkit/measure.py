@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from labkit import collectives, comm, cost
-from labkit.mpirun import mpiexec, run_mpiexec  # here too: chapter 8 calls measure.run_mpiexec
+from labkit.mpirun import mpiexec, require_mpiexec, run_mpiexec  # noqa: F401 (chapter 8 calls measure.run_mpiexec)
 
 
 @dataclass
@@ -151,7 +151,7 @@ def exchange_times(
     ``steps``: how many steps each repeat takes back to back (the time is per step). A ring takes p − 1 of them
     after one start: timed alone, each step would also pay for the ranks leaving the barrier at different times,
     which cost 5-12 µs a step here (4-256 KiB) when ranks share a core (p = 4 on 2 cores)."""
-    right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    right, left, steps = (c.rank + 1) % c.size, (c.rank - 1) % c.size, _check_steps(steps)
     out = {}
     for nbytes in sizes:
         x, into = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
@@ -160,9 +160,13 @@ def exchange_times(
     return out
 
 
-def _repeat(steps: int, call: Callable, *args, **kwargs) -> None:
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+def _check_steps(steps: int) -> int:
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a whole number >= 1 (ring steps per repeat), got {steps!r}")
+    return int(steps)
+
+
+def _repeat(steps: int, call: Callable, *args, **kwargs) -> None:
     for _ in range(steps):
         call(*args, **kwargs)
 
@@ -202,7 +206,7 @@ def reduce_step_times(c: comm.Comm, sizes: Sequence[int], repeats: int = 20, ste
     while adding what its left one sends to its own chunk, out ← mine + incoming (``sendrecv_reduce(acc=)``).
     Less `exchange_times` of the same size, it is what the reduction adds to a step: the γ of the ring here.
     ``steps``: as in `exchange_times`."""
-    right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+    right, left, steps = (c.rank + 1) % c.size, (c.rank - 1) % c.size, _check_steps(steps)
     out = {}
     for nbytes in sizes:
         x, mine, into = (np.ones(nbytes // 4, np.float32) for _ in range(3))
@@ -316,9 +320,7 @@ def measure_mpi(
     off_cache: int = 0,
 ) -> Measurement:
     """The same measurements under ``mpiexec -n p`` (labkit's algorithms on `comm.from_mpi`)."""
-    launcher = mpiexec()
-    if launcher is None:
-        raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
+    launcher = require_mpiexec()
     with tempfile.TemporaryDirectory(prefix="labkit-measure-") as tmp:
         out = Path(tmp) / "measure.json"
         argv = [

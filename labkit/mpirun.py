@@ -22,6 +22,14 @@ def mpiexec() -> str | None:
     return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
+def require_mpiexec() -> str:
+    """`mpiexec`, or a RuntimeError that says how to get one."""
+    launcher = mpiexec()
+    if launcher is None:
+        raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
+    return launcher
+
+
 def _mpich_segments() -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith("mpich")} if os.path.isdir("/dev/shm") else set()
 

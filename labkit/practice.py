@@ -69,9 +69,7 @@ def launch(p: int, timeout: float = 600.0, **options: Any) -> dict:
 
     ``options`` become command-line flags (``n_train=1024`` → ``--n-train 1024``; ``quiet=True`` → ``--quiet``).
     """
-    launcher = mpirun.mpiexec()
-    if launcher is None:
-        raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
+    launcher = mpirun.require_mpiexec()
     flags: list[str] = []
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")

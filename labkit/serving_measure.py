@@ -145,9 +145,7 @@ def measure_serving(
         return _collected("shm", p, comm.run(_measure_rank, p, "shm", timeout=timeout, args=job).values)
     if transport != "mpi":
         raise ValueError(f"unknown transport {transport!r}: use 'shm' or 'mpi'")
-    launcher = mpirun.mpiexec()
-    if launcher is None:
-        raise RuntimeError("no mpiexec found: pip install mpi4py mpich (or install MPI with your package manager)")
+    launcher = mpirun.require_mpiexec()
     with tempfile.TemporaryDirectory(prefix="labkit-serving-") as tmp:
         (Path(tmp) / "job.pkl").write_bytes(pickle.dumps(job))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -164,7 +162,13 @@ def measure_serving(
 
 def fit_device(single: Measured, layers: list[tp.Dense]) -> tp.Device:
     """The `Device` that fits measured one-rank times best: t(B) = L·overhead + FLOPs(B)/flops (`cost.fit_link`)."""
-    rows = sorted((b, t) for (_, b), t in single.times.items())
+    return _fit_device({b: t for (_, b), t in single.times.items()}, layers)
+
+
+def _fit_device(times: dict, layers: list) -> tp.Device:
+    """t(B) = len(layers)·overhead + Σ FLOPs(B)/flops fitted to {batch: seconds} (`cost.fit_link`); ``layers``: the
+    whole model's or one rank's shards."""
+    rows = sorted(times.items())
     flops = [sum(layer.flops(b) for layer in layers) for b, _ in rows]
     fitted = cost.fit_link(flops, [t for _, t in rows])
     return tp.Device(flops=1 / fitted.beta, overhead=fitted.alpha / len(layers))
@@ -213,11 +217,7 @@ def _shard_forward(pieces: list[tp.Piece], batch: int, seed: int = 0):
 
 def fit_shard_device(times: dict, layers: list[tp.Dense], p: int, split: str = "megatron") -> tp.Device:
     """The `Device` that fits `shard_times` best, as `fit_device` does for whole layers."""
-    pieces = tp.shard_model(layers, p, 0, split)
-    rows = sorted(times.items())
-    flops = [sum(shard.flops(b) for _, shard in pieces) for b, _ in rows]
-    fitted = cost.fit_link(flops, [t for _, t in rows])
-    return tp.Device(flops=1 / fitted.beta, overhead=fitted.alpha / len(pieces))
+    return _fit_device(times, [shard for _, shard in tp.shard_model(layers, p, 0, split)])
 
 
 def fit_ring_link(m: measure.Measurement) -> cost.Link:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, cost, data, dataparallel, fault, measure, models, train
+from labkit import collectives, comm, cost, data, dataparallel, fault, models, mpirun, train
 from labkit.comm import CommError
 
 keras = dataparallel.keras
 ROOT = Path(__file__).resolve().parent.parent
-MPIEXEC = __import__("labkit.measure", fromlist=["mpiexec"]).mpiexec()
+MPIEXEC = mpirun.mpiexec()
 BATCH = 32
 
 
@@ -224,7 +224,7 @@ def _mpi(tmp_path: Path, n: int, *flags: str) -> subprocess.CompletedProcess:
     argv = [MPIEXEC, "-n", str(n), sys.executable, "-m", "labkit.train", "--n-train", "192", "--n-test", "96"]
     argv += ["--batch-size", "48", "--epochs", "2", "--quiet", "--checkpoint-dir", str(tmp_path / "ckpt"), *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LABKIT_OFFLINE": "1"}
-    return measure.run_mpiexec(argv, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    return mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
 
 
 def _ours(tmp_path: Path) -> list[int]:

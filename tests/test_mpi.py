@@ -1,7 +1,6 @@
 """labkit.mpi: the same algorithms under ``mpiexec -n 3 python -m mpi4py``, and MPI's loud failures."""
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -9,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from labkit import measure, mpi
+from labkit import mpi, mpirun
 
 pytestmark = pytest.mark.mpi
-MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+MPIEXEC = mpirun.mpiexec()
 ROOT = Path(__file__).resolve().parent.parent
 needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec next to this Python: pip install mpi4py mpich")
 
@@ -31,7 +30,7 @@ def run_mpi(tmp_path: Path, body: str, timeout: float = 10.0, n: int = 3) -> sub
     script.write_text(PREAMBLE + textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(script), str(timeout)]
-    return measure.run_mpiexec(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    return mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
 
 
 @needs_mpiexec
@@ -123,7 +122,7 @@ def test_the_trace_keeps_only_the_newest_messages(tmp_path):
     result = run_mpi(
         tmp_path,
         """
-        from labkit import measure, mpi
+        from labkit import mpi
         mpi.TRACE_LIMIT = 5
         short = mpi.MPIComm(timeout=float(sys.argv[1]))
         for i in range(12):

@@ -35,3 +35,12 @@ def test_an_aborted_mpi_job_leaves_no_shared_memory(tmp_path):
     assert done.returncode != 0
     assert mpirun._mpich_segments() - before == set()
     assert mpirun._hydra_files() - hydra_before == set()  # nor the launcher's topology file in /tmp
+
+
+def test_without_mpiexec_every_launch_says_how_to_get_one(monkeypatch):
+    from labkit import practice
+
+    monkeypatch.setattr(mpirun, "mpiexec", lambda: None)
+    for launch in (mpirun.require_mpiexec, lambda: measure.measure_mpi(2), lambda: practice.launch(2)):
+        with pytest.raises(RuntimeError, match="no mpiexec found: pip install mpi4py mpich"):
+            launch()

@@ -4,18 +4,16 @@ and modelled time against labkit.cost's closed forms, an MPI run under mpiexec, 
 import io
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from labkit import collectives, cost, data, dataparallel, models, train
+from labkit import collectives, cost, data, dataparallel, models, mpirun, train
 
 keras = dataparallel.keras
-MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+MPIEXEC = mpirun.mpiexec()
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 32
 
@@ -232,7 +230,7 @@ def test_mpi_run_ends_with_identical_weights_and_equals_the_sim(tmp_path):
     argv = [MPIEXEC, "-n", "2", sys.executable, "-m", "labkit.train", "--n-train", "256", "--n-test", "200"]
     argv += ["--epochs", "1", "--batch-size", "32", "--quiet", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LABKIT_OFFLINE": "1"}
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(out.read_text())
     assert got["config"]["transport"] == "mpi" and got["config"]["world_size"] == 2
