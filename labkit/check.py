@@ -19,19 +19,29 @@ import numpy as np
 
 @dataclass
 class Exercise:
-    """One exercise: its question, how to compute the right answer, and the worked solution for teachers."""
+    """One exercise: its question, how to compute the right answer, a hint, the method, and the worked solution."""
 
     name: str
     chapter: int
     question: str
     expected: Callable[[], Any]
-    why: str  # the reasoning shown when an answer is wrong
+    why: str  # the full method: shown with a right answer, after a second wrong one, or on request (`.method()`)
     solution: str  # code a teacher copy puts in the answer cell
     rel_tol: float = 1e-6
-    hints: dict[str, str] = field(default_factory=dict)  # a known wrong answer (repr) -> what it suggests
+    hint: str = ""  # the first nudge after a wrong answer: where to look, not how to compute it
+    mistakes: tuple[tuple[Any, str], ...] = ()  # the likely wrong answers, each with what it suggests
+    tries: int = field(default=0, compare=False, repr=False)  # wrong answers since the last right one
 
     def __call__(self, answer: Any) -> Mark:
         return mark(self, answer)
+
+    def method(self) -> None:
+        """Print the full method (for a student who asks for it)."""
+        print(f"[{self.name}] the method: {self.why}")
+
+    def mistake_hint(self, answer: Any) -> str:
+        """What a known wrong answer suggests, or "" when ``answer`` is none of the listed mistakes."""
+        return next((hint for wrong, hint in self.mistakes if _close(answer, wrong, self.rel_tol)), "")
 
 
 class Mark(int):
@@ -50,11 +60,24 @@ class Mark(int):
 REGISTRY: dict[str, Exercise] = {}
 
 
-def exercise(chapter: int, question: str, why: str, solution: str, rel_tol: float = 1e-6, hints=None):
-    """Register the decorated zero-argument function, which returns the right answer, as an exercise."""
+def exercise(
+    chapter: int,
+    question: str,
+    why: str,
+    solution: str,
+    rel_tol: float = 1e-6,
+    hint: str = "",
+    mistakes=(),
+):
+    """Register the decorated zero-argument function, which returns the right answer, as an exercise.
+
+    ``mistakes`` lists ``(wrong answer, hint)`` pairs: the answers a student who skipped a step would give.
+    """
 
     def register(fn: Callable[[], Any]) -> Exercise:
-        ex = Exercise(fn.__name__, chapter, question, fn, why, solution.strip(), rel_tol, dict(hints or {}))
+        ex = Exercise(
+            fn.__name__, chapter, question, fn, why, solution.strip(), rel_tol, hint, tuple(map(tuple, mistakes))
+        )
         old = REGISTRY.get(ex.name)
         if old is not None and (old.chapter, old.question) != (chapter, question):
             raise ValueError(f"exercise {ex.name!r} of chapter {chapter} is already chapter {old.chapter}'s: rename it")
@@ -75,9 +98,15 @@ def _close(answer: Any, expected: Any, rel_tol: float) -> bool:
     if isinstance(expected, str):
         return isinstance(answer, str) and answer.strip().lower() == expected.lower()
     if isinstance(expected, (set, frozenset)):
-        return set(answer) == set(expected)
+        try:
+            return set(answer) == set(expected)
+        except TypeError:
+            return False
     if np.ndim(expected) > 0:
-        a, e = np.asarray(answer, dtype=float), np.asarray(expected, dtype=float)
+        try:
+            a, e = np.asarray(answer, dtype=float), np.asarray(expected, dtype=float)
+        except (TypeError, ValueError):
+            return False
         return a.shape == e.shape and bool(np.allclose(a, e, rtol=rel_tol, atol=0))
     try:
         return math.isclose(float(answer), float(expected), rel_tol=rel_tol, abs_tol=1e-12)
@@ -86,16 +115,23 @@ def _close(answer: Any, expected: Any, rel_tol: float) -> bool:
 
 
 def mark(ex: Exercise, answer: Any) -> Mark:
-    """Print whether ``answer`` is right, and why; a true `Mark` when it is."""
+    """Print whether ``answer`` is right; a wrong one gets a hint, and the full method from the second wrong try on."""
     if answer is None or answer is Ellipsis:
         print(f"[{ex.name}] no answer yet: replace the ... with your answer and run the cell again.")
         return Mark(False)
-    expected = ex.expected()
-    if _close(answer, expected, ex.rel_tol):
+    if _close(answer, ex.expected(), ex.rel_tol):
+        ex.tries = 0
         print(f"[{ex.name}] right. {ex.why}")
         return Mark(True)
-    hint = ex.hints.get(repr(answer), "")
-    print(f"[{ex.name}] not yet: {answer!r} is not the answer. {hint or 'Think it through again:'} {ex.why}".strip())
+    ex.tries += 1
+    hint = ex.mistake_hint(answer) or ex.hint or "Go back over the chapter's method, one step at a time."
+    if ex.tries >= 2:
+        print(f"[{ex.name}] not yet: {answer!r} is not the answer. {hint} The method: {ex.why}")
+    else:
+        print(
+            f"[{ex.name}] not yet: {answer!r} is not the answer. {hint} "
+            f"Try again; a second wrong answer, or check.{ex.name}.method(), shows the full method."
+        )
     return Mark(False)
 
 

@@ -41,6 +41,7 @@ CHAPTERS = {
     "test_memory.py": (9,),
     "test_faq.py": (10,),
     "test_check.py": tuple(range(11)),
+    "test_notebooks.py": tuple(range(11)),
     "test_teach.py": (),
 }
 

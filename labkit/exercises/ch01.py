@@ -16,10 +16,10 @@ from labkit.check import exercise
         "The missing activation of the first layer changes what the model can compute, not how many numbers it stores."
     ),
     solution="answer = (784 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10)",
-    hints={
-        "89400": "That counts the weight matrices only: every output unit also has a bias.",
-        "88600": "That is two layers' worth; the model has three Dense layers.",
-    },
+    mistakes=[
+        (89400, "That counts the weight matrices only: every output unit also has a bias."),
+        (88600, "That is two layers' worth; the model has three Dense layers."),
+    ],
 )
 def mlp_parameters():
     layers = [(784, 100), (100, 100), (100, 10)]
@@ -38,13 +38,11 @@ def mlp_parameters():
     ),
     solution="answer = 1.5e9 * (2 + 2 + 4 + 4 + 4) / 1e9",
     rel_tol=1e-3,
-    hints={
-        "3.0": "That is the fp16 weights alone: what inference needs, not training.",
-        "3": "That is the fp16 weights alone: what inference needs, not training.",
-        "6.0": "That is fp32 weights alone; training also keeps gradients and Adam's two moments.",
-        "24000000000.0": "Right number of bytes, but the question asks for GB (divide by 10⁹).",
-        "24000000000": "Right number of bytes, but the question asks for GB (divide by 10⁹).",
-    },
+    mistakes=[
+        (3.0, "That is the fp16 weights alone: what inference needs, not training."),
+        (6.0, "That is fp32 weights alone; training also keeps gradients and Adam's two moments."),
+        (24000000000.0, "Right number of bytes, but the question asks for GB (divide by 10⁹)."),
+    ],
 )
 def gpt2_training_memory_gb():
     weights_fp16, grads_fp16, master_fp32, momentum_fp32, variance_fp32 = 2, 2, 4, 4, 4
@@ -62,10 +60,10 @@ def gpt2_training_memory_gb():
         "exist. A real run needs many more: activations, buffers, and memory that is never perfectly balanced."
     ),
     solution="import math\n\nanswer = math.ceil(175e9 * 16 / 80e9)",
-    hints={
-        "5": "That holds the fp16 weights (350 GB) only: enough to serve the model, not to train it.",
-        "1": "One GPU holds 80 GB; GPT-3's training states take thousands of GB.",
-    },
+    mistakes=[
+        (5, "That holds the fp16 weights (350 GB) only: enough to serve the model, not to train it."),
+        (1, "One GPU holds 80 GB; GPT-3's training states take thousands of GB."),
+    ],
 )
 def gpt3_min_gpus():
     total_bytes = 175_000_000_000 * 16
@@ -86,10 +84,10 @@ def gpt3_min_gpus():
     ),
     solution="answer = 6 * 175e9 * 300e9",
     rel_tol=0.01,
-    hints={
-        "1.05e+23": "That is 2·N·D, the forward pass only; training also runs the backward pass.",
-        "5.25e+22": "That is N·D: count the FLOPs per parameter per token (forward and backward).",
-    },
+    mistakes=[
+        (1.05e23, "That is 2·N·D, the forward pass only; training also runs the backward pass."),
+        (5.25e22, "That is N·D: count the FLOPs per parameter per token (forward and backward)."),
+    ],
 )
 def gpt3_training_flops():
     forward, backward = 2, 4  # FLOPs per parameter per token

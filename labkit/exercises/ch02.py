@@ -17,10 +17,10 @@ from labkit.check import exercise
     why="Every rank but the master sends its whole vector to the master once, and the master sends the sum back to "
     "each of them once: two messages per non-master rank, all of them through rank 0's ports.",
     solution="answer = 2 * (16 - 1)",
-    hints={
-        "15": "That is only the gather to the master: every rank also needs the sum back.",
-        "32": "The master does not send to itself.",
-    },
+    mistakes=[
+        (15, "That is only the gather to the master: every rank also needs the sum back."),
+        (32, "The master does not send to itself."),
+    ],
 )
 def ps_message_count():
     run = comm.run(lambda c: collectives.allreduce(np.ones(4), c, algorithm="ps"), 16)
@@ -34,11 +34,11 @@ def ps_message_count():
     why="A reduce-scatter leaves each rank one chunk of the reduced vector; the chunks split the elements as evenly "
     "as whole elements allow, and labkit (like np.array_split) gives the leftover elements to the first ranks.",
     solution="answer = [3, 3, 2, 2]",
-    hints={
-        "[2, 2, 3, 3]": "The right sizes in the wrong order: which ranks get the leftover elements?",
-        "[2.5, 2.5, 2.5, 2.5]": "A rank holds whole elements.",
-        "10": "That is what an all-reduce leaves on every rank; a reduce-scatter leaves only a part.",
-    },
+    mistakes=[
+        ([2, 2, 3, 3], "The right sizes in the wrong order: which ranks get the leftover elements?"),
+        ([2.5, 2.5, 2.5, 2.5], "A rank holds whole elements."),
+        (10, "That is what an all-reduce leaves on every rank; a reduce-scatter leaves only a part."),
+    ],
 )
 def reduce_scatter_sizes():
     run = comm.run(lambda c: collectives.reduce_scatter(np.arange(10), c), 4)
@@ -53,10 +53,10 @@ def reduce_scatter_sizes():
     why="The weights never move: each rank keeps its rows of W. What travels is each rank's partial product, which "
     "has the shape of the output X·W, and a ring all-reduce of n bytes sends 2(p − 1)/p · n bytes from every rank.",
     solution="answer = 2 * (4 - 1) / 4 * (32 * 1024 * 4)",
-    hints={
-        "6291456.0": "That is the ring all-reduce of all of W: but W stays where it is.",
-        "131072": "That is the size of one partial product; the ring sends it in chunks, in two phases.",
-    },
+    mistakes=[
+        (6291456.0, "That is the ring all-reduce of all of W: but W stays where it is."),
+        (131072, "That is the size of one partial product; the ring sends it in chunks, in two phases."),
+    ],
 )
 def row_parallel_bytes():
     x, w = np.ones((32, 1024), np.float32), np.ones((1024, 1024), np.float32)
@@ -71,7 +71,7 @@ def row_parallel_bytes():
     why="Each micro-batch's activations cross every boundary between two consecutive stages once; the last stage "
     "keeps its output.",
     solution="answer = (4 - 1) * 8",
-    hints={"32": "The last stage sends nothing on.", "3": "That is one micro-batch: there are 8."},
+    mistakes=[(32, "The last stage sends nothing on."), (3, "That is one micro-batch: there are 8.")],
 )
 def pipeline_messages():
     layers = concepts.make_mlp((4, 4, 4, 4, 4))

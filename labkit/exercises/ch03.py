@@ -23,7 +23,7 @@ def gradient_step():
     why="The reduce-scatter takes p − 1 steps and the all-gather p − 1 more; in each step a rank sends one chunk of "
     "n/p bytes. The total does not grow with p: it tends to 2n.",
     solution="answer = 2 * (8 - 1) / 8 * 64e6",
-    hints={"128000000.0": "That is 2n: count the steps, p − 1 in each phase, and the chunk size n/p."},
+    mistakes=[(128000000.0, "That is 2n: count the steps, p − 1 in each phase, and the chunk size n/p.")],
 )
 def ring_bytes():
     return cost.bytes_sent_per_rank("ring", 64e6, 8)

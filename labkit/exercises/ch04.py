@@ -14,7 +14,7 @@ from labkit.check import exercise
     "its own shard only, and the all-reduce (then dividing by p) turns the p shard means into the mean over the "
     "whole batch.",
     solution="answer = 64 // 4",
-    hints={"64": "That is the whole batch: no worker sees it all. Each sees its shard, one p-th of it."},
+    mistakes=[(64, "That is the whole batch: no worker sees it all. Each sees its shard, one p-th of it.")],
 )
 def examples_per_worker():
     return 64 / 4
@@ -27,7 +27,7 @@ def examples_per_worker():
     why="There is one gradient entry per trainable number: each Dense layer has inputs × outputs weights plus one "
     "bias per output, and the simple version packs all of them into a single flat vector before the all-reduce.",
     solution="answer = (784 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10)",
-    hints={"89400": "Those are the weight matrices only: the biases have gradients too."},
+    mistakes=[(89400, "Those are the weight matrices only: the biases have gradients too.")],
 )
 def floats_per_allreduce():
     layers = [(784, 100), (100, 100), (100, 10)]
@@ -42,7 +42,7 @@ def floats_per_allreduce():
     "of the model. The copies are trained, returned nowhere and thrown away; nothing is sent back to the parent's "
     "model, and no step combines what the workers learnt.",
     solution="answer = 0",
-    hints={"89610": "The workers' copies changed; look at the parent's own model."},
+    mistakes=[(89610, "The workers' copies changed; look at the parent's own model.")],
 )
 def parent_weights_changed():
     return 0
@@ -56,7 +56,7 @@ def parent_weights_changed():
     "division multiplies the gradient, and with SGD the update η·g, by p: the same as a learning rate p times "
     "larger. (Adam divides by the gradient's own scale, so it would hide much of the mistake.)",
     solution="answer = 4",
-    hints={"1": "The sum of p shard means is not their mean."},
+    mistakes=[(1, "The sum of p shard means is not their mean.")],
 )
 def forgot_to_divide():
     return 4

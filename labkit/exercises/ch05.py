@@ -8,7 +8,7 @@ from labkit.check import exercise
     question="With the linear scaling rule, the learning rate for a global batch of 1,024 if 0.1 was right for 256.",
     why="Goyal et al.: when the batch grows k-fold, multiply the learning rate by k (and warm it up gradually).",
     solution="answer = 0.1 * 1024 / 256",
-    hints={"0.2": "That is the square-root rule, used with Adam-like optimisers; the linear rule multiplies by k."},
+    mistakes=[(0.2, "That is the square-root rule, used with Adam-like optimisers; the linear rule multiplies by k.")],
 )
 def linear_scaling_lr():
     return 0.1 * (1024 / 256)

@@ -20,11 +20,11 @@ from labkit.check import exercise
     "cuts 100 columns into 34, 33 and 33, the first rank taking the extra one. Rank 0 holds 784 × 34 weights and 34 "
     "biases, 4 bytes each.",
     solution="answer = 4 * (784 * 34 + 34)",
-    hints={
-        "104533.33333333333": "A rank holds whole columns: 100 does not divide by 3.",
-        "106624": "Each column comes with its bias.",
-        "26690": "That is the number of parameters; the question asks for bytes (float32).",
-    },
+    mistakes=[
+        (104533.33333333333, "A rank holds whole columns: 100 does not divide by 3."),
+        (106624, "Each column comes with its bias."),
+        (26690, "That is the number of parameters; the question asks for bytes (float32)."),
+    ],
 )
 def tp_column_shard_bytes():
     return tp.column_shard(tp.Dense(np.zeros((784, 100), np.float32), np.zeros(100, np.float32)), 3, 0).nbytes
@@ -38,10 +38,10 @@ def tp_column_shard_bytes():
     "second layer. The only message is the all-reduce of the 32 × 100 partial output (12,800 bytes), and a ring sends "
     "2(p − 1)/p of it from every rank.",
     solution="answer = 2 * (4 - 1) / 4 * (32 * 100 * 4)",
-    hints={
-        "12800": "That is the partial output itself; the ring sends it in chunks, through two phases.",
-        "38400": "That would be all-gathering the hidden layer and the output: the pairing avoids the first.",
-    },
+    mistakes=[
+        (12800, "That is the partial output itself; the ring sends it in chunks, through two phases."),
+        (38400, "That would be all-gathering the hidden layer and the output: the pairing avoids the first."),
+    ],
 )
 def megatron_block_bytes():
     first = tp.Dense(np.ones((784, 100), np.float32), np.zeros(100, np.float32), "relu")
@@ -58,7 +58,7 @@ def megatron_block_bytes():
     why="With S equal stages of t seconds per micro-batch, the last micro-batch leaves the last stage after "
     "(M + S − 1)·t, and each rank computes for M·t of it: the bubble is (S − 1)/(M + S − 1).",
     solution="answer = (4 - 1) / (12 + 4 - 1)",
-    hints={"0.25": "That is (S − 1)/M: count the time the pipeline takes to fill, M + S − 1 slots in all."},
+    mistakes=[(0.25, "That is (S − 1)/M: count the time the pipeline takes to fill, M + S − 1 slots in all.")],
 )
 def gpipe_bubble_fraction():
     run = comm.run(
@@ -76,7 +76,10 @@ def gpipe_bubble_fraction():
     why="Solve (S − 1)/(M + S − 1) < 0.1 for M: M + S − 1 > 10(S − 1), so M > 9(S − 1) = 27, and M = 28. GPipe's "
     "advice, M ≥ 4S, leaves 3/19 ≈ 16 %.",
     solution="answer = 28",
-    hints={"27": "At M = 27 the bubble is 3/30, exactly 10 %: not less.", "16": "That is GPipe's M = 4S: 3/19 = 16 %."},
+    mistakes=[
+        (27, "At M = 27 the bubble is 3/30, exactly 10 %: not less."),
+        (16, "That is GPipe's M = 4S: 3/19 = 16 %."),
+    ],
 )
 def gpipe_micro_batches_for_bubble():
     return next(m for m in range(1, 1000) if pl.bubble_fraction(4, m) < 0.1)

@@ -25,11 +25,11 @@ def _kernel_bytes(scheme: codec.Scheme, shape=(784, 100)) -> dict[str, int]:
     "and its value (4 bytes): 896 × 8 bytes, 50× less than the 358,440 bytes of the dense gradient. It is "
     "all-gathered, though, so a ring of p workers still sends (p − 1) of these a step.",
     solution="answer = round(0.01 * 89_610) * (4 + 4)",
-    hints={
-        "3584": "That counts the values only: the receiver also needs to know where each one goes.",
-        "7168.8": "k is a whole number of values: round 896.1 first.",
-        "358440": "That is the whole float32 gradient.",
-    },
+    mistakes=[
+        (3584, "That counts the values only: the receiver also needs to know where each one goes."),
+        (7168.8, "k is a whole number of values: round 896.1 first."),
+        (358440, "That is the whole float32 gradient."),
+    ],
 )
 def topk_payload_bytes():
     grad = np.random.default_rng(0).standard_normal(MLP_PARAMS).astype(np.float32)
@@ -44,10 +44,10 @@ def topk_payload_bytes():
     "code, symbol 1 two bits, symbols 2 and 3 three bits: 50·1 + 25·2 + 15·3 + 10·3 = 175 bits, against 200 for a "
     "fixed 2-bit index. The entropy, 1.74 bits a symbol, is the floor no code beats.",
     solution="answer = 50 * 1 + 25 * 2 + 15 * 3 + 10 * 3",
-    hints={
-        "200": "That is the fixed 2-bit width; Huffman gives the common symbol a shorter code.",
-        "174.3": "That is the entropy bound; a code spends a whole number of bits per symbol.",
-    },
+    mistakes=[
+        (200, "That is the fixed 2-bit width; Huffman gives the common symbol a shorter code."),
+        (174.3, "That is the entropy bound; a code spends a whole number of bits per symbol."),
+    ],
 )
 def huffman_bits():
     freq = np.array([50, 25, 15, 10])
@@ -61,11 +61,11 @@ def huffman_bits():
     why="One byte per weight, 784 × 100 = 78,400 bytes, plus one float32 scale for each of the 100 output channels "
     "(400 bytes); symmetric quantisation needs no zero points. A quarter of the 313,600 float32 bytes, plus 0.5 %.",
     solution="answer = 784 * 100 * 1 + 100 * 4",
-    hints={
-        "78404": "That is one scale for the whole tensor; per channel means one per output unit.",
-        "81536": "Per channel means one scale per output unit (100), not per input (784).",
-        "78400": "Add the scales: without them the integers cannot be turned back into weights.",
-    },
+    mistakes=[
+        (78404, "That is one scale for the whole tensor; per channel means one per output unit."),
+        (81536, "Per channel means one scale per output unit (100), not per input (784)."),
+        (78400, "Add the scales: without them the integers cannot be turned back into weights."),
+    ],
 )
 def int8_per_channel_bytes():
     parts = _kernel_bytes(codec.Scheme(values="linear", bits=8, per_channel=True))
@@ -81,7 +81,7 @@ def int8_per_channel_bytes():
     "bytes, nearly the whole float32 layer; that is why codebooks stay small and wide integers are stored linearly.",
     solution="answer = (784 * 100 * 4) / (784 * 100 * 4 / 8 + 16 * 4)",
     rel_tol=1e-3,
-    hints={"8": "Almost: the 16 centroids are stored too.", "8.0": "Almost: the 16 centroids are stored too."},
+    mistakes=[(8, "Almost: the 16 centroids are stored too.")],
 )
 def codebook_ratio():
     parts = _kernel_bytes(codec.Scheme(values="codebook", clusters=16))

@@ -21,7 +21,7 @@ MB = 4 * 2**18  # 1 MiB of float32, divisible by every p used here
     why="Every rank of a ring needs data that passes through every other rank, so no one can finish before the "
     "slow rank has sent its last chunk: the whole delay adds to the completion time, T + d.",
     solution="answer = 5",
-    hints={"1.25": "The delay is not shared out over the ranks: each rank waits for all of it.", "0": "Run it."},
+    mistakes=[(1.25, "The delay is not shared out over the ranks: each rank waits for all of it."), (0, "Run it.")],
 )
 def ring_straggler_extra_ms():
     late = fault.straggler_time("ring", 4, MB, 5e-3, slow_rank=1)
@@ -36,7 +36,10 @@ def ring_straggler_extra_ms():
     "after the six others have arrived, each taking α + nβ. Any delay up to 6(α + nβ) is hidden behind them.",
     solution="answer = 6 * (20e-6 + 2**20 / 1.25e9) * 1e3",
     rel_tol=1e-6,
-    hints={"0": "The server is busy receiving from the others first.", "0.858861": "That is one message: count them."},
+    mistakes=[
+        (0, "The server is busy receiving from the others first."),
+        (0.858861, "That is one message: count them."),
+    ],
 )
 def ps_hidden_delay_ms():
     x = np.ones(MB // 4, np.float32)
@@ -51,7 +54,7 @@ def ps_hidden_delay_ms():
     why="The server averages only what arrived: ranks 0, 1 and 4, so (1 + 2 + 5)/3 = 8/3. The survivors go on with a "
     "gradient from 3 of 5 shards: an unbiased estimate, only noisier (Chen et al. 2016's backup workers).",
     solution="answer = (1 + 2 + 5) / 3",
-    hints={"2.2": "Dividing by 5 counts the two missing gradients as zeros.", "3.0": "Rank 3 did not make it."},
+    mistakes=[(2.2, "Dividing by 5 counts the two missing gradients as zeros."), (3.0, "Rank 3 did not make it.")],
 )
 def ps_deadline_average():
     grads = [np.full(4, r + 1.0, np.float32) for r in range(5)]
@@ -68,7 +71,7 @@ def ps_deadline_average():
     "the model, 3 × 89,610 × 4 bytes. That is why optimizer state, not weights, dominates checkpoints of large models "
     "(and why ZeRO shards it).",
     solution="answer = 3 * 89_610 * 4",
-    hints={"358440": "That is the weights alone: a resumed Adam without m and v starts over.", "716880": "m and v."},
+    mistakes=[(358440, "That is the weights alone: a resumed Adam without m and v starts over."), (716880, "m and v.")],
 )
 def checkpoint_bytes():
     from labkit import dataparallel, models

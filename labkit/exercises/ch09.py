@@ -15,11 +15,11 @@ from labkit.check import exercise
     why="Stage 2 partitions the optimizer state (12 bytes a parameter) and the fp16 gradients (2 bytes) over the 16 "
     "devices; every device still holds all the fp16 weights (2 bytes): (2 + 14/16) × 1.5e9 bytes.",
     solution="answer = (2 + (2 + 12) / 16) * 1.5e9 / 1e9",
-    hints={
-        "24.0": "That is plain data parallelism, 16 bytes a parameter on every device: ZeRO partitions part of it.",
-        "1.5": "That is ZeRO-3, everything divided by 16.",
-        "4.125": "That is ZeRO-1: stage 2 partitions the gradients too.",
-    },
+    mistakes=[
+        (24.0, "That is plain data parallelism, 16 bytes a parameter on every device: ZeRO partitions part of it."),
+        (1.5, "That is ZeRO-3, everything divided by 16."),
+        (4.125, "That is ZeRO-1: stage 2 partitions the gradients too."),
+    ],
 )
 def zero2_gb_per_device():
     return memory.estimate(1.5e9, devices=16, zero=2).model_states / memory.GB
@@ -32,7 +32,7 @@ def zero2_gb_per_device():
     why="Each token stores a key and a value per layer and KV head: 2 × 80 × 8 × 128 × 2 bytes = 320 KiB; 8 × 4,096 "
     "tokens make 10 GiB. With 64 KV heads, as without grouped-query attention, it would be 80 GiB.",
     solution="answer = 2 * 80 * 8 * 128 * 2 * 4096 * 8 / 2**30",
-    hints={"80.0": "That counts 64 KV heads: Llama-2-70B shares each key/value head among 8 query heads."},
+    mistakes=[(80.0, "That counts 64 KV heads: Llama-2-70B shares each key/value head among 8 query heads.")],
 )
 def llama70b_kv_cache_gib():
     m = llm.LLAMA2["Llama-2-70B"]
@@ -48,10 +48,10 @@ def llama70b_kv_cache_gib():
     "12.5 GB/s = 3.57 ms, less than a layer's 5 ms: each bucket is done before the next is ready, so only the last "
     "one shows: 20 + 3.57 ms. Without overlap the step would take 20 + 4 × 3.57 = 34.28 ms.",
     solution="answer = 4 * 5 + (14 * 5e-3 + 2 * 7 / 8 * 25e6 / 12.5e9 * 1e3)",
-    hints={
-        "34.28": "That is without overlap: the all-reduces of the first buckets run during the next layers' backward.",
-        "20": "The last bucket's all-reduce can only start when the backward pass is done.",
-    },
+    mistakes=[
+        (34.28, "That is without overlap: the all-reduces of the first buckets run during the next layers' backward."),
+        (20, "The last bucket's all-reduce can only start when the backward pass is done."),
+    ],
     rel_tol=1e-4,
 )
 def overlapped_step_ms():
@@ -70,7 +70,7 @@ def overlapped_step_ms():
     "all-reduces of 16 KiB, each 2(t − 1) = 14 latencies plus 2 × 7/8 × 16,384 B / 450 GB/s ≈ 0.06 µs. Latency, not "
     "bandwidth, sets the cost: 160 × 14 µs ≈ 2.25 ms a token, a real part of a 20–30 ms token.",
     solution="answer = 160 * (14 * 1e-6 + 2 * 7 / 8 * 8192 * 2 / 450e9) * 1e3",
-    hints={"0.0102": "That counts the bytes only: each all-reduce also pays 14 latencies of 1 µs."},
+    mistakes=[(0.0102, "That counts the bytes only: each all-reduce also pays 14 latencies of 1 µs.")],
     rel_tol=1e-4,
 )
 def tp_decode_ms_per_token():
