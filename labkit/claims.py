@@ -66,7 +66,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "模型压缩是为了减小模型的计算量",
         "compression reduces computation so the model spreads more easily",
-        "compression shrinks bytes (and sometimes compute); it distributes nothing, but a smaller n shrinks every β term",
+        "compression shrinks bytes (sometimes compute); it distributes nothing, but a smaller n shrinks every β term",
         7,
         "bytes",
     ),
@@ -101,7 +101,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "可以使用梯度下降法、牛顿法等方法实现",
         "the optimiser may be gradient descent or Newton's method",
-        "Newton's method needs the Hessian, N² entries: 8.0e9 (32 GB) for the article's MLP; deep learning is first-order",
+        "Newton's method needs the N² Hessian: 8.0e9 entries (32 GB) for the article's MLP; hence first-order methods",
         3,
         "Hessian",
     ),
@@ -143,7 +143,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "常见的消息传递机制包括点对点机制、环形机制、树状机制等",
         "the topologies are point-to-point, ring and tree",
-        "ring and tree all-reduces are algorithms over point-to-point messages; which wins depends on n, p and the link",
+        "ring and tree all-reduces are built of point-to-point messages; which wins depends on n, p and the link",
         2,
         "ring",
     ),
