@@ -157,6 +157,22 @@ def allreduce_time(algorithm: str, nbytes: float | np.ndarray, p: int, link: Lin
     return float(t) if np.ndim(t) == 0 else t
 
 
+def lower_bound(nbytes: float | np.ndarray, p: int, link: Link) -> float | np.ndarray:
+    """The sum of the three lower bounds on any all-reduce of n bytes over p ranks (one port, full duplex).
+
+    Latency ⌈lg p⌉·α: the number of ranks holding a given input's contribution at most doubles per round.
+    Bandwidth 2(p−1)/p·nβ: every rank must send (p−1)/p·n bytes and receive as many, twice (Patarasuk & Yuan
+    2009; Chan, Heimlich, Purkayastha & van de Geijn 2007). Computation (p−1)/p·nγ: the (p−1)n additions shared
+    by p ranks (Chan et al. 2007). No one algorithm reaches all three at once: ring and halving-doubling reach the
+    last two, recursive doubling the first.
+    """
+    _check("ring", p)
+    p = int(p)
+    n = np.asarray(nbytes, dtype=float)
+    t = (p - 1).bit_length() * link.alpha + (p - 1) / p * n * (2 * link.beta + link.gamma)
+    return float(t) if np.ndim(t) == 0 else t
+
+
 def bytes_sent_per_rank(algorithm: str, nbytes: float | np.ndarray, p: int) -> float | np.ndarray:
     """Bytes the busiest rank sends in one all-reduce of n bytes (ring: 2(p−1)/p·n; ps: the master's (p−1)n).
 

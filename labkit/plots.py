@@ -141,7 +141,7 @@ def format_cost_table(table: dict[str, dict[str, float]]) -> str:
 def plot_measured(*measurements, kind: str = "exchange"):
     """Measured all-reduce times (dots) beside the α-β-γ model on the fitted link (lines), one panel a transport.
 
-    Returns the figure and, per transport, the median |model error| over messages of 1 MB and more.
+    Returns the figure and, per panel ("shm, p = 4"), the median |model error| over messages of 1 MB and more.
     """
     fig, axes = _figure(len(measurements), width=4.8 * len(measurements), height=3.6)
     axes = np.atleast_1d(axes)
@@ -170,6 +170,6 @@ def plot_measured(*measurements, kind: str = "exchange"):
             ylabel="time (log scale)",
         )
         big = [abs(r["error"]) for r in rows if r["bytes"] >= 1 << 20]
-        errors[m.transport] = float(np.median(big)) if big else float("nan")
+        errors[f"{m.transport}, p = {m.p}"] = float(np.median(big)) if big else float("nan")
     axes[0].legend(fontsize=7)
     return fig, errors

@@ -259,3 +259,24 @@ def test_the_benchmark_interleaves_every_measurement_over_the_same_turns():
     got = bench.interleave({"ring|4": (job("a"), 5), ("exchange", 4): (job("b"), 2)}, turns=3)
     assert calls == [("a", 2), ("b", 1), ("a", 2), ("b", 1), ("a", 1)]  # 5 = 2 + 2 + 1 and 2 = 1 + 1 + 0
     assert got == {"ring|4": ["a"] * 5, ("exchange", 4): ["b"] * 2}
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 6, 8, 16, 100])
+def test_lower_bound_is_the_closed_forms_and_no_algorithm_beats_it(p):
+    link = Link(alpha=7e-6, beta=3e-10, gamma=1e-10)
+    n = np.array([1.0, 1e3, 1e6, 1e9])
+    by_hand = math.ceil(math.log2(p)) * 7e-6 + (p - 1) / p * n * (2 * 3e-10 + 1e-10)
+    assert np.allclose(cost.lower_bound(n, p, link), by_hand, rtol=1e-12)
+    for algorithm in cost.ALGORITHMS:
+        assert np.all(cost.allreduce_time(algorithm, n, p, link) >= cost.lower_bound(n, p, link) * (1 - 1e-12))
+    # ring and halving-doubling meet the bandwidth and computation bounds: their n-terms are the bound's
+    slope = lambda a: (cost.allreduce_time(a, 2e9, p, link) - cost.allreduce_time(a, 1e9, p, link)) / 1e9  # noqa: E731
+    bound_slope = (cost.lower_bound(2e9, p, link) - cost.lower_bound(1e9, p, link)) / 1e9
+    assert math.isclose(slope("ring"), bound_slope, rel_tol=1e-9)
+    if p & (p - 1) == 0:
+        assert math.isclose(slope("halving_doubling"), bound_slope, rel_tol=1e-9)
+        assert math.isclose(cost.allreduce_time("recursive_doubling", 0, p, link), cost.lower_bound(0, p, link))
+
+
+def test_lower_bound_of_one_rank_is_zero():
+    assert cost.lower_bound(1e6, 1, Link(alpha=1e-6, beta=1e-9)) == 0.0
