@@ -66,6 +66,7 @@ def test_every_exercise_marks_its_solution_right_and_its_two_likeliest_mistakes_
     scope: dict = {}
     exec(ex.solution, scope)  # the teacher's solution must set `answer`
     assert ex(scope["answer"]), f"the solution of {name} is marked wrong"
+    capsys.readouterr()  # the right answer printed the method; each mistake below must not
     assert len(ex.mistakes) >= 2, f"{name}: name the two most likely mistakes in its definition"
     for wrong, hint in ex.mistakes:
         ex.tries = 0
