@@ -74,8 +74,8 @@ MODELS = (
     Model("Llama 3.1 405B", 2024, 405e9, "Llama Team, AI@Meta 2024, arXiv:2407.21783"),
 )
 
-DEVICES = (  # the largest-memory NVIDIA data-centre GPU of its day (the GTX 580 is what AlexNet used)
-    Device("GTX 580", 2010, 3, "Krizhevsky et al. 2012: 'a single GTX 580 GPU has only 3GB of memory'"),
+DEVICES = (  # the largest-memory NVIDIA data-centre GPU of its day (AlexNet's GTX 580 was a 3 GB consumer card)
+    Device("Tesla C2070", 2010, 6, "NVIDIA Tesla C2050/C2070 datasheet (2010): 6 GB of GDDR5"),
     Device("Tesla K80 (per GPU)", 2014, 12, "NVIDIA Tesla K80 datasheet: 24 GB on a board of two GPUs"),
     Device("Tesla P100", 2016, 16, "NVIDIA Tesla P100 datasheet"),
     Device("Tesla V100 32GB", 2018, 32, "NVIDIA V100 datasheet (16 GB at its 2017 launch)"),
@@ -207,7 +207,7 @@ def _years_axis(ax, years, right_margin: float = 1.5) -> None:
 
 
 def plot_memory(models=MODELS, devices=DEVICES):
-    """Memory to train (16 B/param) and to serve (2 B/param) each model, against the largest GPU of each year."""
+    """Memory to train (16 B/param) and to serve (2 B/param) each model, against the largest data-centre GPU."""
     fig, ax = _figure()
     years = [m.year for m in models]
     train = [memory_bytes(m.params, "train_mixed") / GB for m in models]
@@ -217,7 +217,7 @@ def plot_memory(models=MODELS, devices=DEVICES):
     _label_points(ax, years, train, [m.name for m in models])
     dev_years = [d.year for d in devices] + [max(years + [d.year for d in devices]) + 1]
     dev_gb = [d.memory_gb for d in devices] + [devices[-1].memory_gb]
-    ax.step(dev_years, dev_gb, where="post", color="black", label="memory of one GPU (largest of its day)")
+    ax.step(dev_years, dev_gb, where="post", color="black", label="memory of one data-centre GPU (largest of its day)")
     _years_axis(ax, dev_years)
     ax.set(title="What a model needs against what one GPU holds", xlabel="year", ylabel="memory (GB, log scale)")
     ax.legend(fontsize=7, loc="upper left")

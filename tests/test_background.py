@@ -92,3 +92,16 @@ def test_table_aligns_columns():
 
 def test_short_counts():
     assert [bg.short(n) for n in (60e6, 1.5e9, 15.6e12, 89_610, 12)] == ["60 M", "1.5 B", "15.6 T", "89.6 k", "12"]
+
+
+def test_devices_are_data_centre_gpus_growing_in_memory():
+    # the memory line is labelled "data-centre GPU": no consumer GeForce card (AlexNet's GTX 580) belongs in it
+    assert not [d.name for d in bg.DEVICES if "GTX" in d.name or "GeForce" in d.name]
+    memories = [d.memory_gb for d in bg.DEVICES]
+    assert memories == sorted(memories) and [d.year for d in bg.DEVICES] == sorted(d.year for d in bg.DEVICES)
+
+
+def test_min_devices_rounds_up_a_fractional_count():
+    # 175 B × 16 B = 2,800 GB on 141 GB H200s: 19.86 by division, 20 GPUs in fact (19 hold only 2,679 GB)
+    assert 2800 / 141 == pytest.approx(19.86, abs=0.01)
+    assert bg.min_devices(175e9, 141) == 20
