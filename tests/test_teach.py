@@ -108,7 +108,7 @@ def test_answers_are_found_filled_and_blanked_in_either_layout():
     assert n == 2
     assert teacher.cells[2].source == "answer = 28  # micro-batches\ncheck.gpipe_micro_batches_for_bubble(answer);"
     assert [o["output_type"] for o in teacher.cells[2].outputs] == ["stream"]  # the ';' hides the result
-    assert teacher.cells[3].source == "import math\n\nanswer = math.ceil(175e9 * 16 / 80e9)"
+    assert teacher.cells[3].source == "import math\n\nanswer = math.ceil(175e9 * 16 / 141e9)"
     assert teacher.cells[4].outputs[0]["text"].startswith("[gpt3_min_gpus] right.")
     student, _ = teach.student_copy(teacher, "nb")
     assert student.cells[2].source.startswith("answer = ...  # micro-batches\ncheck.")

@@ -17,6 +17,7 @@ from labkit.check import exercise
     why="Every rank but the master sends its whole vector to the master once, and the master sends the sum back to "
     "each of them once: two messages per non-master rank, all of them through rank 0's ports.",
     solution="answer = 2 * (16 - 1)",
+    hint="Count the messages to the master and those back from it, for each rank that is not the master.",
     mistakes=[
         (15, "That is only the gather to the master: every rank also needs the sum back."),
         (32, "The master does not send to itself."),
@@ -34,6 +35,8 @@ def ps_message_count():
     why="A reduce-scatter leaves each rank one chunk of the reduced vector; the chunks split the elements as evenly "
     "as whole elements allow, and labkit (like np.array_split) gives the leftover elements to the first ranks.",
     solution="answer = [3, 3, 2, 2]",
+    hint="Each rank keeps one chunk: split 10 elements as evenly as whole elements allow, "
+    "and ask which ranks take the leftovers.",
     mistakes=[
         ([2, 2, 3, 3], "The right sizes in the wrong order: which ranks get the leftover elements?"),
         ([2.5, 2.5, 2.5, 2.5], "A rank holds whole elements."),
@@ -53,6 +56,8 @@ def reduce_scatter_sizes():
     why="The weights never move: each rank keeps its rows of W. What travels is each rank's partial product, which "
     "has the shape of the output X·W, and a ring all-reduce of n bytes sends 2(p − 1)/p · n bytes from every rank.",
     solution="answer = 2 * (4 - 1) / 4 * (32 * 1024 * 4)",
+    hint="Ask which array travels, the weights or the partial products, "
+    "then what a ring all-reduce of it sends from one rank.",
     mistakes=[
         (6291456.0, "That is the ring all-reduce of all of W: but W stays where it is."),
         (131072, "That is the size of one partial product; the ring sends it in chunks, in two phases."),
@@ -71,6 +76,7 @@ def row_parallel_bytes():
     why="Each micro-batch's activations cross every boundary between two consecutive stages once; the last stage "
     "keeps its output.",
     solution="answer = (4 - 1) * 8",
+    hint="Count the boundaries between consecutive stages, and how many micro-batches cross each one.",
     mistakes=[(32, "The last stage sends nothing on."), (3, "That is one micro-batch: there are 8.")],
 )
 def pipeline_messages():
