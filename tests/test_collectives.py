@@ -298,3 +298,50 @@ def test_allreduce_out_must_fit_and_not_alias_x(make_out, message):
 
     with pytest.raises((ValueError, CommError), match=message):
         comm.run(fn, 1)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 1003])
+def test_simple_ring_allreduce_equals_np_sum_and_the_fast_ring(p, n):
+    xs = inputs(p, (n,), "int64", seed=p * 100 + n)
+    simple = comm.run(lambda c: collectives.simple_ring_allreduce(xs[c.rank], c), p)
+    fast = comm.run(lambda c: collectives.ring_allreduce(xs[c.rank], c), p)
+    for got in simple.values + fast.values:
+        assert_matches(got, reference(xs, "sum"), (p, n))
+    # the same chunks travel between the same neighbours in the same steps; only the buffers and timing differ
+    assert sorted((m.label, m.src, m.dst, m.nbytes) for m in simple.trace) == sorted(
+        (m.label, m.src, m.dst, m.nbytes) for m in fast.trace
+    )
+
+
+def test_simple_ring_allreduce_keeps_shape_and_dtype_and_leaves_the_input_alone():
+    xs = [np.arange(12, dtype=np.float32).reshape(3, 4) * (r + 1) for r in range(3)]
+    before = [x.copy() for x in xs]
+    run = comm.run(lambda c: collectives.simple_ring_allreduce(xs[c.rank], c), 3)
+    for got in run.values:
+        assert_matches(got, reference(xs, "sum"), "2-D float32")
+    assert all(np.array_equal(x, b) for x, b in zip(xs, before, strict=True))
+
+
+def test_simple_ring_allreduce_on_shared_memory_processes():
+    def rank_main(c):  # nested, so that cloudpickle sends it to "shm" processes by value
+        import numpy as np
+
+        from labkit import collectives
+
+        return collectives.simple_ring_allreduce(np.arange(1003, dtype=np.int64) * (c.rank + 1), c)
+
+    run = comm.run(rank_main, 5, transport="shm")
+    for got in run.values:
+        np.testing.assert_array_equal(got, np.arange(1003, dtype=np.int64) * 15)
+
+
+def test_simple_ring_allreduce_orders_send_and_receive_so_blocking_sends_cannot_deadlock():
+    """Odd ranks receive before they send: on the sim their sends start only once a receive has ended."""
+    link = cost.Link(alpha=1e-6, beta=1e-9)
+    run = comm.run(lambda c: collectives.simple_ring_allreduce(np.ones(8), c), 4, link=link)
+    for m in run.trace:
+        if m.src % 2 == 1:
+            assert any(o.dst == m.src and o.label == m.label and o.end <= m.start for o in run.trace), m
+        else:
+            assert not any(o.dst == m.src and o.label == m.label and o.end <= m.start for o in run.trace), m
