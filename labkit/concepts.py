@@ -131,18 +131,37 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _and(items: list[str]) -> str:
+    """['1', '2', '3'] → '1, 2 and 3'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def busiest_senders(trace: list[Message]) -> tuple[list[int], int, int]:
+    """(the ranks that send the most bytes, in rank order; those bytes each; the ranks the trace shows)."""
+    ranks = 1 + max(max(m.src, m.dst) for m in trace)
+    sent = [0] * ranks
+    for m in trace:
+        sent[m.src] += m.nbytes
+    most = max(sent)
+    return [r for r in range(ranks) if sent[r] == most], most, ranks
+
+
 def trace_summary(trace: list[Message]) -> str:
-    """One line: messages, steps, bytes in all, the busiest sender's bytes, when the last message arrives."""
+    """One line: messages, steps, bytes in all, who sends the most bytes (all tied ranks named), the last arrival."""
     if not trace:
         return "no messages"
-    sent = {}
-    for m in trace:
-        sent[m.src] = sent.get(m.src, 0) + m.nbytes
-    busiest = max(sent, key=lambda r: (sent[r], -r))
+    top, most, ranks = busiest_senders(trace)
+    if len(top) == ranks > 1:
+        who = f"every rank sends the same ({most} B)"
+    elif len(top) == 1:
+        who = f"rank {top[0]} sends the most ({most} B)"
+    else:
+        who = f"ranks {_and([str(r) for r in top])} send the most ({most} B each)"
     steps = len({m.label for m in trace})
+    total = sum(m.nbytes for m in trace)
     return (
-        f"{_count(len(trace), 'message')} in {_count(steps, 'step')}, {sum(sent.values())} B in all; rank {busiest}"
-        f" sends the most ({sent[busiest]} B); the last arrives at {max(m.end for m in trace) * 1e6:.1f} µs"
+        f"{_count(len(trace), 'message')} in {_count(steps, 'step')}, {total} B in all; {who};"
+        f" the last arrives at {max(m.end for m in trace) * 1e6:.1f} µs"
     )
 
 

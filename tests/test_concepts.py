@@ -113,6 +113,36 @@ def test_format_trace_groups_messages_by_step():
     assert concepts.trace_summary([]) == "no messages"
 
 
+def _bytes_by_sender(trace, p):
+    return [sum(m.nbytes for m in trace if m.src == r) for r in range(p)]
+
+
+def test_trace_summary_names_every_rank_that_ties_for_the_most_bytes():
+    x = concepts.demo_inputs()
+    ring = comm.run(lambda c: collectives.allreduce(x[c.rank], c, algorithm="ring"), 4, link=LINK).trace
+    assert len(set(_bytes_by_sender(ring, 4))) == 1  # the reference: every rank sends 96 B
+    assert "; every rank sends the same (96 B);" in concepts.trace_summary(ring)
+    assert "sends the most" not in concepts.trace_summary(ring)
+
+    reduce = comm.run(lambda c: collectives.reduce(x[c.rank], c), 4, link=LINK).trace
+    assert _bytes_by_sender(reduce, 4) == [0, 64, 64, 64]  # rank 0 only receives
+    assert "; ranks 1, 2 and 3 send the most (64 B each);" in concepts.trace_summary(reduce)
+
+    def pairs(c):  # even ranks send to the odd rank after them; odd ranks send nothing
+        if c.rank % 2 == 0:
+            c.send(x[c.rank], c.rank + 1)
+        else:
+            c.recv(c.rank - 1)
+
+    sent = comm.run(pairs, 4, link=LINK).trace
+    assert "; ranks 0 and 2 send the most (64 B each);" in concepts.trace_summary(sent)
+
+    ps = comm.run(lambda c: collectives.allreduce(x[c.rank], c, algorithm="ps"), 4, link=LINK).trace
+    assert _bytes_by_sender(ps, 4) == [192, 64, 64, 64]
+    assert "; rank 0 sends the most (192 B);" in concepts.trace_summary(ps)
+    assert concepts.busiest_senders(ps) == ([0], 192, 4)
+
+
 def test_phase_and_step():
     assert concepts.phase_and_step("reduce-scatter 2/3") == ("reduce-scatter", "2/3")
     assert concepts.phase_and_step("fold-in") == ("fold-in", "")
