@@ -7,10 +7,10 @@ master weights, momentum and variance); plain fp32 training holds 4Ψ + 4Ψ + 8�
 ZeRO paper uses it.
 
 Simplifying assumptions (the ones the papers make, said once here):
-- tensor parallelism t and pipeline parallelism d divide every layer's weights, gradients and optimizer state by
-  t·d: the layers split evenly over the stages, and the embedding and output layers are ignored in that split;
-- the pipeline runs 1F1B (Narayanan et al. 2021): its first stage keeps min(d, m) micro-batches of activations of
-  its L/d layers, which is L layers' worth once m ≥ d, as Korthikanti et al. note;
+- tensor parallelism tp and pipeline parallelism pp divide every layer's weights, gradients and optimizer state by
+  tp·pp: the layers split evenly over the stages, and the embedding and output layers are ignored in that split;
+- the pipeline runs 1F1B (Narayanan et al. 2021): its first stage keeps min(pp, m) micro-batches of activations of
+  its L/pp layers, which is L layers' worth once m ≥ pp, as Korthikanti et al. note;
 - all traffic uses ring collectives (all-reduce = reduce-scatter + all-gather); times add up with no overlap;
 - ZeRO-3's transient copy of the layer it has just gathered, and framework buffers, are not counted.
 """
@@ -80,7 +80,7 @@ def model_states(params: float, dp: int = 1, zero: int = 0, precision: str = "mi
     _positive_int(dp, "dp")
     _positive_int(mp, "mp")
     w, g, k = PRECISIONS[precision]
-    shard = params / mp  # each model-parallel rank holds 1/(t·d) of every state
+    shard = params / mp  # each model-parallel rank holds 1/(tp·pp) of every state
     return (
         w * shard / (dp if zero >= 3 else 1),
         g * shard / (dp if zero >= 2 else 1),
