@@ -4,6 +4,8 @@ The all-reduce runs for real on the ``"sim"`` transport, with inputs chosen so t
 from: element i of rank r starts as 2^r + i·2^p. A sum over a set S of ranks is then mask(S) + |S|·i·2^p, so the
 low p bits of any value name the ranks whose contributions it holds, and the rest gives back the element index i.
 The steps are decoded from the real trace (`Message.payload`), not drawn from a script of what should happen.
+`plot_step` draws one step (the widget's picture); `plot_ring_chunks` draws every step of the ring at once, for a
+page that cannot run a widget.
 """
 
 from __future__ import annotations
@@ -179,3 +181,61 @@ def plot_step(steps: list[Step], k: int, algorithm: str = ""):
     )
     fig.suptitle(f"{algorithm} all-reduce, p = {p}: step {k} of {len(steps)}".strip())
     return fig, step
+
+
+def ring_chunks(p: int = 4) -> list[tuple[str, np.ndarray, frozenset[tuple[int, int]]]]:
+    """The ring all-reduce of p chunks per rank, state by state: (title, (p, p) masks, the (rank, chunk)s that arrived).
+
+    The first state is the start (rank r holds only its own contribution in every chunk); then one per step.
+    """
+    steps = trace_steps("ring", p, n=p)  # one element per chunk, so element i is chunk i
+    start = np.array([1 << r for r in range(p)], dtype=np.int64)[:, None].repeat(p, axis=1)
+    states = [("start", start, frozenset())]
+    for step in steps:
+        phase, k = step.label.rsplit(" ", 1)
+        arrived = frozenset((m.dst, i) for m in step.messages for i in m.elements)
+        states.append((f"{phase}\nstep {k}", step.buffers, arrived))
+    return states
+
+
+def plot_ring_chunks(p: int = 4):
+    """A static figure of the ring all-reduce: each rank's p chunks after each of the 2(p − 1) steps.
+
+    A chunk is a cell cut into p stripes; stripe j has rank j's colour when rank j's contribution is summed in it,
+    and is white otherwise. The chunks that arrived in a step are outlined. Decoded from a real sim trace
+    (`ring_chunks`). Returns (figure, states), the states as `ring_chunks` gives them.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+
+    from labkit.concepts import RANK_COLORS
+
+    if not 2 <= p <= len(RANK_COLORS):
+        raise ValueError(f"the chunk figure shows 2 to {len(RANK_COLORS)} ranks, got p={p}")
+    states = ring_chunks(p)
+    fig = Figure(figsize=(1.45 * len(states) + 1.2, 2.6), dpi=80)
+    axes = fig.subplots(1, len(states), sharey=True)
+    fig.subplots_adjust(left=0.05, right=1 - 1.3 / (1.45 * len(states) + 1.2), bottom=0.17, top=0.72, wspace=0.12)
+    for ax, (title, masks, arrived) in zip(axes, states, strict=True):
+        for r in range(p):
+            for c in range(p):
+                for j in range(p):  # stripe j of the chunk: rank j's contribution, present or not
+                    held = masks[r, c] >> j & 1
+                    color = RANK_COLORS[j] if held else "white"
+                    ax.add_patch(Rectangle((c - 0.45 + 0.9 * j / p, r - 0.4), 0.9 / p, 0.8, fc=color, lw=0))
+                edge = ("#c00000", 2.2) if (r, c) in arrived else ("0.55", 0.6)
+                ax.add_patch(Rectangle((c - 0.45, r - 0.4), 0.9, 0.8, fill=False, ec=edge[0], lw=edge[1]))
+        ax.set(xlim=(-0.6, p - 0.4), ylim=(p - 0.5, -0.5), xticks=range(p), yticks=range(p), xlabel="chunk")
+        ax.set_title(title, fontsize=8)
+        ax.grid(False)
+        ax.set_aspect("equal")
+    axes[0].set_ylabel("rank")
+    handles = [Patch(color=RANK_COLORS[j], label=f"rank {j}'s part") for j in range(p)]
+    handles.append(Patch(fill=False, ec="#c00000", lw=2, label="just arrived"))
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(
+        f"Ring all-reduce on p = {p}: reduce-scatter ({p - 1} steps) sums chunk k onto rank k, "
+        f"all-gather ({p - 1} steps) copies it to all\n(stripes: whose contributions each chunk holds)",
+        fontsize=9,
+    )
+    return fig, states

@@ -73,3 +73,58 @@ def test_step_through_widget_moves_with_its_controls():
     assert explorer.controls["k"].max == 6
     explorer.controls["k"].value = 1
     assert explorer.text.startswith("step 1/6 reduce 1/3")
+
+
+def ring_reference(p):
+    """The ring's states in closed form: whose contributions rank r's chunk c holds after each step."""
+
+    def ranks_mask(first, count):  # ranks first, first + 1, … (count of them, mod p)
+        return sum(1 << ((first + i) % p) for i in range(count))
+
+    def after_reduce_scatter(r, c, k):  # chunk c starts at rank c + 1 and reaches rank r after d steps
+        d = (r - c - 1) % p
+        return ranks_mask(c + 1, d + 1) if 1 <= d <= k else 1 << r
+
+    states = [(np.array([[1 << r] * p for r in range(p)]), set())]
+    for k in range(1, p):
+        masks = np.array([[after_reduce_scatter(r, c, k) for c in range(p)] for r in range(p)])
+        states.append((masks, {(r, (r - k - 1) % p) for r in range(p)}))
+    for j in range(1, p):  # the full chunk c leaves rank c and reaches rank c + j after j steps
+        masks = np.array(
+            [
+                [(1 << p) - 1 if (r - c) % p <= j else after_reduce_scatter(r, c, p - 1) for c in range(p)]
+                for r in range(p)
+            ]
+        )
+        states.append((masks, {(r, (r - j) % p) for r in range(p)}))
+    return states
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 5, 8])
+def test_ring_chunks_follow_the_ring_in_closed_form(p):
+    got = steps.ring_chunks(p)
+    want = ring_reference(p)
+    assert len(got) == len(want) == 2 * (p - 1) + 1
+    for (title, masks, arrived), (want_masks, want_arrived) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(masks, want_masks, err_msg=title)
+        assert set(arrived) == want_arrived, title
+    assert got[p - 1][0].startswith("reduce-scatter") and got[p][0].startswith("all-gather")
+
+
+def test_plot_ring_chunks_draws_each_contribution_and_outlines_what_arrived():
+    from matplotlib.colors import to_hex
+
+    p = 4
+    fig, states = steps.plot_ring_chunks(p)
+    axes = fig.axes
+    assert len(axes) == 2 * (p - 1) + 1 and axes[0].get_ylabel() == "rank"
+    assert all(ax.get_xlabel() == "chunk" for ax in axes)
+    for ax, (title, masks, arrived) in zip(axes, states, strict=True):
+        assert ax.get_title() == title
+        filled = [patch for patch in ax.patches if patch.get_fill() and to_hex(patch.get_facecolor()) != "#ffffff"]
+        assert len(filled) == sum(bin(int(m)).count("1") for m in masks.ravel())  # one stripe per contribution
+        red = [patch for patch in ax.patches if not patch.get_fill() and to_hex(patch.get_edgecolor()) == "#c00000"]
+        assert {(round(q.get_y() + 0.4), round(q.get_x() + 0.45)) for q in red} == set(arrived)
+    assert "p = 4" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="2 to 8 ranks"):
+        steps.plot_ring_chunks(9)
