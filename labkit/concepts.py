@@ -43,6 +43,22 @@ def simple_data_parallel_gradient(
     return collectives.allreduce(local, comm, algorithm=algorithm) / len(x)
 
 
+def simple_model_averaging(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, comm: Comm, lr: float = 0.1, local_steps: int = 1
+) -> np.ndarray:
+    """Weighted parameter averaging (local SGD, FedAvg), simple teaching version: Σ_r (n_r/N)·w_r after local steps.
+
+    Each rank runs ``local_steps`` of gradient descent on its own shard (n_r examples), then an all-reduce averages
+    the copies, each weighted by its share of the data. With one local step this is one gradient-descent step on
+    the whole batch: Σ_r (n_r/N)(w − η g_r) = w − η Σ_r (n_r/N) g_r = w − η g.
+    """
+    rows = part(len(x), comm.size, comm.rank)
+    mine = np.array(w, dtype=float)
+    for _ in range(local_steps):
+        mine = mine - lr * mse_gradient(x[rows], y[rows], mine)
+    return collectives.allreduce(len(x[rows]) / len(x) * mine, comm)
+
+
 # --- tensor (model) parallelism: split each weight matrix -----------------------------------------------------------
 
 

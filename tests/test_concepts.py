@@ -187,3 +187,28 @@ def test_chapter_2_exercises_are_registered():
     exercises = {name: ex for name, ex in check.all_exercises().items() if ex.chapter == 2}
     assert set(exercises) >= {"ps_message_count", "reduce_scatter_sizes", "row_parallel_bytes", "pipeline_messages"}
     assert check.ps_message_count(30) and not check.ps_message_count(15)
+
+
+def test_model_averaging_with_one_local_step_is_one_gradient_step_on_the_whole_batch():
+    rng = np.random.default_rng(3)
+    x, y, w = rng.normal(size=(10, 4)), rng.normal(size=10), rng.normal(size=4)
+    run = comm.run(lambda c: concepts.simple_model_averaging(x, y, w, c, lr=0.05, local_steps=1), 4)
+    gd = w - 0.05 * 2 / 10 * x.T @ (x @ w - y)  # one device, the whole batch, written out
+    assert all(np.allclose(v, gd) for v in run.values)
+
+
+def test_model_averaging_with_more_local_steps_is_the_weighted_mean_of_independently_trained_copies():
+    rng = np.random.default_rng(4)
+    x, y, w = rng.normal(size=(10, 3)), rng.normal(size=10), np.zeros(3)
+    copies = []
+    for rows in np.array_split(np.arange(10), 4):  # shards of 3, 3, 2, 2 examples
+        v = w.copy()
+        for _ in range(5):
+            v = v - 0.1 * 2 / len(rows) * x[rows].T @ (x[rows] @ v - y[rows])
+        copies.append(len(rows) / 10 * v)
+    run = comm.run(lambda c: concepts.simple_model_averaging(x, y, w, c, lr=0.1, local_steps=5), 4)
+    assert all(np.allclose(v, np.sum(copies, axis=0)) for v in run.values)
+    gd = w.copy()
+    for _ in range(5):
+        gd = gd - 0.1 * concepts.mse_gradient(x, y, gd)
+    assert not np.allclose(run.values[0], gd)  # more local steps: no longer plain gradient descent
