@@ -244,7 +244,7 @@ def explorer(models: dict[str, list[Dense]], link: str = FREE_LINK) -> Any:
         return (
             f"{result['p']} stages, {result['micro_batches']} micro-batches: modelled {result['time'] * 1e3:.4g} ms"
             f" (closed form {result['predicted'] * 1e3:.4g} ms); bubble {result['bubble']:.1%}, GPipe's"
-            f" (p−1)/(M+p−1) = {result['formula']:.1%}"
+            f" (S−1)/(M+S−1) = {result['formula']:.1%}"
         )
 
     return Explorer(controls, draw, describe)

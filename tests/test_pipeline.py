@@ -1,4 +1,4 @@
-"""labkit.pipeline: outputs equal one device, the bubble is GPipe's (p−1)/(M+p−1), the Gantt chart shows the run."""
+"""labkit.pipeline: outputs equal one device, the bubble is GPipe's (S−1)/(M+S−1), the Gantt chart shows the run."""
 
 import numpy as np
 import pytest
