@@ -1,13 +1,20 @@
 """Chapter 2 (core concepts): the exercises and, for teachers, their solutions.
 
-Each right answer is counted on the ``"sim"`` transport (the messages really sent), not taken from a formula, so
-a solution written as a formula is checked against what the algorithm does.
+Each right answer is written out by its own formula here, and that formula is checked against what the algorithm
+really does: the messages counted on the ``"sim"`` transport must agree, or the exercise raises instead of marking.
 """
 
 import numpy as np
 
 from labkit import collectives, comm, concepts
 from labkit.check import exercise
+
+
+def _agrees(formula, counted, what: str):
+    """The written-out answer, once the simulated run has confirmed it."""
+    if formula != counted:
+        raise AssertionError(f"{what}: the formula gives {formula}, the simulated run {counted}")
+    return formula
 
 
 @exercise(
@@ -24,8 +31,10 @@ from labkit.check import exercise
     ],
 )
 def ps_message_count():
-    run = comm.run(lambda c: collectives.allreduce(np.ones(4), c, algorithm="ps"), 16)
-    return len(run.trace)
+    p = 16
+    formula = (p - 1) + (p - 1)  # each non-master rank: one message to the master, one back from it
+    run = comm.run(lambda c: collectives.allreduce(np.ones(4), c, algorithm="ps"), p)
+    return _agrees(formula, len(run.trace), "ps messages")
 
 
 @exercise(
@@ -44,8 +53,10 @@ def ps_message_count():
     ],
 )
 def reduce_scatter_sizes():
-    run = comm.run(lambda c: collectives.reduce_scatter(np.arange(10), c), 4)
-    return [len(v) for v in run.values]
+    n, p = 10, 4
+    formula = [n // p + (r < n % p) for r in range(p)]  # n // p each, and the n % p leftovers to the first ranks
+    run = comm.run(lambda c: collectives.reduce_scatter(np.arange(n), c), p)
+    return _agrees(formula, [len(v) for v in run.values], "reduce-scatter sizes")
 
 
 @exercise(
@@ -64,22 +75,29 @@ def reduce_scatter_sizes():
     ],
 )
 def row_parallel_bytes():
+    p, partial = 4, 32 * 1024 * 4  # the partial product has X·W's shape, 32 × 1024 float32
+    formula = 2 * (p - 1) * (partial // p)  # 2(p − 1) chunks of n/p bytes; 1024 columns divide evenly by 4
     x, w = np.ones((32, 1024), np.float32), np.ones((1024, 1024), np.float32)
-    run = comm.run(lambda c: concepts.simple_row_parallel_matmul(x, w, c), 4)
-    return sum(m.nbytes for m in run.trace if m.src == 0)
+    run = comm.run(lambda c: concepts.simple_row_parallel_matmul(x, w, c), p)
+    return _agrees(formula, sum(m.nbytes for m in run.trace if m.src == 0), "row-parallel bytes")
 
 
 @exercise(
     chapter=2,
-    question="A model of 4 stages, one stage per rank, serves a batch split into 8 micro-batches (forward only, "
+    question="A model of 6 stages, one stage per rank, serves a batch split into 10 micro-batches (forward only, "
     "inference). How many messages does the pipeline send?",
     why="Each micro-batch's activations cross every boundary between two consecutive stages once; the last stage "
     "keeps its output.",
-    solution="answer = (4 - 1) * 8",
+    solution="answer = (6 - 1) * 10",
     hint="Count the boundaries between consecutive stages, and how many micro-batches cross each one.",
-    mistakes=[(32, "The last stage sends nothing on."), (3, "That is one micro-batch: there are 8.")],
+    mistakes=[
+        (60, "The last stage sends nothing on: it keeps the output."),
+        (5, "That is one micro-batch: there are 10."),
+    ],
 )
 def pipeline_messages():
-    layers = concepts.make_mlp((4, 4, 4, 4, 4))
-    run = comm.run(lambda c: concepts.simple_pipeline_forward(np.ones((16, 4)), layers, c, micro_batches=8), 4)
-    return len(run.trace)
+    stages, micro = 6, 10
+    formula = (stages - 1) * micro  # each micro-batch crosses each of the stages − 1 boundaries once
+    layers = concepts.make_mlp((4,) * (stages + 1))  # one layer per stage
+    run = comm.run(lambda c: concepts.simple_pipeline_forward(np.ones((20, 4)), layers, c, micro_batches=micro), 6)
+    return _agrees(formula, len(run.trace), "pipeline messages")
