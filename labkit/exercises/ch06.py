@@ -74,8 +74,13 @@ def megatron_block_bytes():
     mistakes=[
         (0.2, "That is GPipe's (S − 1)/(M + S − 1), for equal stages: these are not."),
         (0.4, "That charges every stage of the fill at the slowest stage's time: filling costs Σ d_s, not S·max d_s."),
-        (0.25, "That is (S − 1)/M, and for equal stages: count the time the batch takes with unequal ones."),
+        (
+            0.25,
+            "That is (S − 1)/M, the bubble against the compute time (Narayanan's form), and for equal stages: "
+            "count the time the batch takes with unequal ones.",
+        ),
     ],
+    rel_tol=2e-3,  # 0.357 (three digits) is right; the listed mistakes are 12 % and more away
 )
 def gpipe_bubble_fraction():
     run = comm.run(
