@@ -175,4 +175,12 @@ CLAIMS: tuple[Claim, ...] = (
         10,
         "question",
     ),
+    Claim(
+        "深度学习模型分布式推理的核心算法是模型并行处理",
+        "the core algorithm of distributed inference is model parallelism",
+        "for inference that is one way (tensor or pipeline parallel, when the model does not fit one device); "
+        "replicas of a model that fits serve more requests with no communication at all",
+        6,
+        "tensor",
+    ),
 )

@@ -126,3 +126,17 @@ def test_notebooks_stay_small_and_name_no_path_of_the_machine_that_ran_them(path
     assert path.stat().st_size < 2_000_000
     text = path.read_text(encoding="utf-8")
     assert not re.search(r"/(work|root|home|Users|tmp)/[\w.-]+/", text), "an absolute path is stored in the notebook"
+
+
+def test_the_readmes_teaching_table_gives_each_chapters_class_time_and_exercises_as_the_chapter_does():
+    readme = (NOTEBOOKS.parent / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| (\d\d) \| (.+) \|$", readme, flags=re.M))
+    assert sorted(int(k) for k in rows) == list(range(11)), "one row per chapter in 'Teaching with labkit'"
+    by_chapter: dict[int, set[str]] = {}
+    for name, ex in check.all_exercises().items():
+        by_chapter.setdefault(ex.chapter, set()).add(name)
+    for key, row in rows.items():
+        chapter = int(key)
+        minutes = re.search(r"Class time: about (\d+) minutes", BOOKS[chapter].cells[0].source)
+        assert minutes and row.endswith(f"| {minutes.group(1)} min"), (chapter, row[-20:])
+        assert set(re.findall(r"`(\w+)`", row)) == by_chapter.get(chapter, set()), chapter
