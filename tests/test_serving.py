@@ -261,15 +261,36 @@ def test_ranks_sharing_cores_compute_p_over_cores_times_slower():
         serving.predict_time("data", 64, LAYERS, 4, link, device, cores=0)
 
 
-def test_batch_time_is_the_slowest_rank_less_an_empty_barrier():
-    import time
+def test_batch_time_is_the_slowest_rank_less_an_empty_barrier(monkeypatch):
+    """On a clock of its own (no wall time): a call takes 20 ms on rank 1 and nothing on rank 0, a barrier 1 ms on
+    every rank; every rank reports the slowest rank's call-and-barrier less the fastest empty barrier, 20 ms."""
+    import threading
+    import types
+
+    from labkit import serving_measure
+
+    local = threading.local()
+
+    def now():
+        return getattr(local, "t", 0.0)
+
+    def advance(seconds):
+        local.t = now() + seconds
+
+    monkeypatch.setattr(serving_measure, "time", types.SimpleNamespace(perf_counter=now))  # this module's clock only
 
     def timed(c):
-        return serving.batch_time(c, lambda: time.sleep(0.02 if c.rank == 1 else 0.0), repeats=3)
+        barrier = c.barrier
 
-    values = comm.run(timed, 2, transport="shm").values
-    assert values[0] == values[1]  # both ranks report the slowest rank's median
-    assert 0.02 <= values[0] < 0.5
+        def slow_barrier():
+            barrier()
+            advance(0.001)
+
+        c.barrier = slow_barrier
+        return serving.batch_time(c, lambda: advance(0.02 if c.rank == 1 else 0.0), repeats=3)
+
+    values = comm.run(timed, 2).values  # sim: the ranks are threads of this process, each with its own clock
+    assert values == [pytest.approx(0.021 - 0.001)] * 2
 
 
 def test_shard_device_is_fitted_to_rank_0s_shards_timed_alone():
