@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from labkit import _native_stderr_silenced, collectives, comm, cost, mpirun
+from labkit import _native_stderr_silenced, collectives, comm, cost
+from labkit.comm import mpirun
 
 KIT = Path(__file__).resolve().parent.parent
 

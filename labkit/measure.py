@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from labkit import collectives, comm, cost
-from labkit.mpirun import mpiexec, require_mpiexec, run_mpiexec  # noqa: F401 (chapter 8 calls measure.run_mpiexec)
+from labkit.comm.mpirun import mpiexec, require_mpiexec, run_mpiexec  # noqa: F401 (chapter 8 calls measure.run_mpiexec)
 
 
 @dataclass

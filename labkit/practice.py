@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from labkit import cost, mpirun
+from labkit import cost
+from labkit.comm import mpirun
 
 
 class LiveLoss:

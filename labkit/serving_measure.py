@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labkit import comm, cost, measure, mpirun
+from labkit import comm, cost, measure
 from labkit import tensor_parallel as tp
+from labkit.comm import mpirun
 
 BATCHES = (1, 4, 16, 64, 256, 1024)  # batch sizes measured and modelled: one request to a thousand
 #: Vector sizes (bytes) to fit `fit_ring_link` over: 1 kB … 1 MB, the range the article's MLP all-reduces and

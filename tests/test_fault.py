@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, cost, data, dataparallel, fault, models, mpirun, train
-from labkit.comm import CommError
+from labkit import collectives, comm, cost, data, dataparallel, fault, models, train
+from labkit.comm import CommError, mpirun
 
 keras = dataparallel.keras
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""labkit.mpi: the same algorithms under ``mpiexec -n 3 python -m mpi4py``, and MPI's loud failures."""
+"""labkit.comm.mpi: the same algorithms under ``mpiexec -n 3 python -m mpi4py``, and MPI's loud failures."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import mpi, mpirun
+from labkit.comm import mpi, mpirun
 
 pytestmark = pytest.mark.mpi
 MPIEXEC = mpirun.mpiexec()
@@ -122,7 +122,7 @@ def test_the_trace_keeps_only_the_newest_messages(tmp_path):
     result = run_mpi(
         tmp_path,
         """
-        from labkit import mpi
+        from labkit.comm import mpi
         mpi.TRACE_LIMIT = 5
         short = mpi.MPIComm(timeout=float(sys.argv[1]))
         for i in range(12):

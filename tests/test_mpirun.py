@@ -1,11 +1,12 @@
-"""labkit.mpirun: an MPI job started through run_mpiexec leaves nothing on the machine, even when it aborts."""
+"""labkit.comm.mpirun: an MPI job started through run_mpiexec leaves nothing on the machine, even when it aborts."""
 
 import os
 import sys
 
 import pytest
 
-from labkit import measure, mpirun
+from labkit import measure
+from labkit.comm import mpirun
 
 
 def test_measure_still_offers_the_launcher():  # chapter 8 calls measure.run_mpiexec

@@ -5,9 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from labkit import comm, cost, measure, mpirun, serving, serving_measure
+from labkit import comm, cost, measure, serving, serving_measure
 from labkit import pipeline as pl
 from labkit import tensor_parallel as tp
+from labkit.comm import mpirun
 
 MPIEXEC = mpirun.mpiexec()
 

@@ -1,4 +1,4 @@
-"""labkit.shm: real processes exchanging through shared memory give exactly what was sent, and fail loudly.
+"""labkit.comm.shm: real processes exchanging through shared memory give exactly what was sent, and fail loudly.
 
 Every test also checks, after the run, that no shared-memory segment of this process is left in /dev/shm and
 that no rank process is still alive (fixture ``no_leaks``).
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, shmblock
+from labkit import collectives, comm
 from labkit.comm import CommError
+from labkit.comm.shm import control as shmblock
 
 DTYPES = ["float32", "float64", "int8", "int64", "uint16", "bool", "complex128", "float16"]
 SHAPES = [(), (0,), (1,), (5,), (3, 4), (2, 0, 3), (2, 3, 4, 5)]

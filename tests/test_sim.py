@@ -1,4 +1,4 @@
-"""labkit.sim: the port rules by hand, the closed forms of labkit.cost as the reference, and loud failures."""
+"""labkit.comm.sim: the port rules by hand, the closed forms of labkit.cost as the reference, and loud failures."""
 
 import threading
 import time

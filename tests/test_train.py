@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, cost, data, dataparallel, models, mpirun, train
+from labkit import collectives, cost, data, dataparallel, models, train
+from labkit.comm import mpirun
 
 keras = dataparallel.keras
 MPIEXEC = mpirun.mpiexec()

@@ -1,6 +1,6 @@
 """The ``"shm"`` transport: real processes on one machine, exchanging arrays through shared memory; measured.
 
-`run_shm` starts one process a rank, each with a `labkit.shmcomm.ShmComm` over the run's shared memory (the
+`run_shm` starts one process a rank, each with a `labkit.comm.shm.mailbox.ShmComm` over the run's shared memory (the
 mailboxes, and how a rank waits, are described there), collects what each rank returns, and watches for failures: a
 rank that raises records its error in the control block; a rank that dies is noticed here and recorded the same way.
 Every other rank then raises `CommError` naming that rank, and `run_shm` raises it too, after reaping every process
@@ -33,8 +33,8 @@ from typing import Any
 
 import cloudpickle
 
-from labkit.comm import CommError, Message, Run
-from labkit.shmblock import (
+from labkit.comm.base import CommError, Message, Run
+from labkit.comm.shm.control import (
     _HEAD,
     _STATE,
     ABORTED,
@@ -48,7 +48,7 @@ from labkit.shmblock import (
     _segment,
     _unlink,
 )
-from labkit.shmcomm import ShmComm
+from labkit.comm.shm.mailbox import ShmComm
 
 GRACE_S = 2.0  # after a failure, how long the other ranks get to notice and exit before they are terminated
 _RUNS = itertools.count()
@@ -105,7 +105,9 @@ def _context() -> Any:
     """forkserver where there is one (a fresh interpreter forks ranks in ms), else spawn; never fork."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["labkit.shm", "labkit.collectives"])  # not __main__: fn travels by value
+        ctx.set_forkserver_preload(
+            ["labkit.comm.shm.launcher", "labkit.collectives"]
+        )  # not __main__: fn travels by value
         return ctx
     return mp.get_context("spawn")
 

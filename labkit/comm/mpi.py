@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.comm import CommBase, CommError, Message, check_acc, check_op, expect_like, reduce_into
+from labkit.comm.base import CommBase, CommError, Message, check_acc, check_op, expect_like, reduce_into
 
 TRACE_LIMIT = 100_000  # messages kept in MPIComm.trace (about 15 MB)
 INLINE = 8192  # payloads this small travel inside the header message: one message instead of two

@@ -1,14 +1,10 @@
-"""Point-to-point communication: one `Comm` interface, three transports (sim, shm, MPI).
-
-An algorithm is a function ``fn(comm, *args)`` that uses only the methods of `Comm`, like mpi4py code does.
-`run` calls it on every rank of a world and returns a `Run`: the value each rank returned, the trace of every
-message, and the time (modelled on ``"sim"``, measured on ``"shm"``). Under ``mpiexec``, `from_mpi` gives the
-same interface over MPI's COMM_WORLD.
+"""What every transport shares: the `Comm` interface, `Message`, `Run`, `CommError`, and `CommBase`, which builds
+the fused calls (receive-and-reduce, receive-into) from the four a transport must have: send, recv, sendrecv,
+barrier. A transport overrides the fused calls only where it can do them faster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,8 +12,6 @@ import numpy as np
 
 #: Reductions a collective may ask for; each is an elementwise NumPy ufunc (``out`` may alias the first input).
 OPS: dict[str, np.ufunc] = {"sum": np.add, "max": np.maximum, "min": np.minimum}
-
-TRANSPORTS = ("sim", "shm")
 
 
 class CommError(RuntimeError):
@@ -201,7 +195,7 @@ class EagerComm(CommBase):
     """For transports whose send never waits for the receiver (sim, shm): every exchange is a send, then a receive.
 
     Both partners of a swap send first and then receive, which cannot deadlock because neither send blocks.
-    (MPI's send may block until the peer receives, so `labkit.mpi` uses MPI_Sendrecv instead.)
+    (MPI's send may block until the peer receives, so `labkit.comm.mpi` uses MPI_Sendrecv instead.)
     """
 
     def sendrecv(self, x: np.ndarray, dst: int, src: int, tag: int = 0, label: str = "") -> np.ndarray:
@@ -229,51 +223,3 @@ class EagerComm(CommBase):
         """Send x to dst, then receive what src sent straight into out."""
         self.send(x, dst, tag, label)  # type: ignore[attr-defined]
         self.recv_into(out, src, tag, label)
-
-
-def run(
-    fn: Callable[..., Any],
-    world_size: int,
-    transport: str = "sim",
-    link: Any = None,
-    timeout: float = 30.0,
-    args: tuple = (),
-    payloads: bool = False,
-) -> Run:
-    """Call ``fn(comm, *args)`` on every rank of a world of ``world_size`` ranks and collect a `Run`.
-
-    ``transport="sim"`` runs the ranks as threads on logical α-β clocks (``link``: a `labkit.cost.Link`;
-    None means `labkit.cost.DEFAULT_LINK`); ``"shm"`` runs them as real processes exchanging through shared
-    memory and measures the time. A rank that raises, dies or waits longer than ``timeout`` seconds makes
-    every other rank raise `CommError`, and `run` raises it too. ``payloads=True`` (sim only) keeps a copy of
-    every message's data in the trace, for step-through views of small runs.
-    """
-    if not isinstance(world_size, (int, np.integer)) or isinstance(world_size, bool) or world_size < 1:
-        raise ValueError(f"world_size must be a whole number >= 1, got {world_size!r}")
-    if not callable(fn):
-        raise TypeError(f"fn must be a function fn(comm, *args), got {type(fn).__name__}")
-    if not timeout or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if transport == "sim":
-        from labkit import sim
-
-        return sim.run_sim(fn, int(world_size), link=link, timeout=timeout, args=tuple(args), payloads=payloads)
-    if transport == "shm":
-        if link is not None or payloads:
-            raise ValueError("link= and payloads= are for transport='sim' only; 'shm' measures real processes")
-        from labkit import shm
-
-        return shm.run_shm(fn, int(world_size), timeout=timeout, args=tuple(args))
-    if transport == "mpi":
-        raise ValueError(
-            "MPI runs are started by mpiexec, not by run(): use `mpiexec -n P python script.py` "
-            "and comm.from_mpi() inside the script"
-        )
-    raise ValueError(f"unknown transport {transport!r}: use one of {TRANSPORTS}")
-
-
-def from_mpi(timeout: float = 30.0) -> Comm:
-    """The `Comm` of this process under ``mpiexec -n P python script.py`` (mpi4py's COMM_WORLD)."""
-    from labkit import mpi
-
-    return mpi.MPIComm(timeout=timeout)

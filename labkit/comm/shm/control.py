@@ -2,8 +2,8 @@
 memory that all ranks map, the segments that hold larger payloads, how a failed rank is recorded there, and
 `_Control`, one rank's view of it: waiting on a counter, barrier and allgather_object.
 
-Every counter has a single writer, so there are no locks for a dead process to hold. `labkit.shmcomm.ShmComm` (one
-rank's end of the mailboxes) and `labkit.shm.run_shm` (the processes) both read and write it through `_Layout`.
+Every counter has a single writer, so there are no locks for a dead process to hold. `mailbox.ShmComm` (one rank's
+end of the mailboxes) and `launcher.run_shm` (the processes) both read and write it through `_Layout`.
 
 Waiting spins on a counter for ``SPIN_S`` seconds (only when every rank has a core of its own), then yields the
 core for up to ``YIELD_S``, then sleeps a little longer each time, checking the run's abort flag and the timeout.
@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from labkit.comm import CommError
+from labkit.comm.base import CommError
 
 SLOTS = 4  # messages in flight per (src, dst) before a send waits; ps and ring need at most 2
 INLINE = 32 * 1024  # payloads this small stay in the control block: no segment to create or attach
@@ -140,7 +140,7 @@ def _record_failure(b: memoryview, lay: _Layout, rank: int, message: str, state:
 
 class _Control:
     """One rank's view of the control block: waiting on its counters (and failing when another rank failed),
-    barrier and allgather_object. `labkit.shmcomm.ShmComm` adds the mailboxes."""
+    barrier and allgather_object. `labkit.comm.shm.mailbox.ShmComm` adds the mailboxes."""
 
     def __init__(self, prefix: str, rank: int, size: int, timeout: float) -> None:
         self.rank, self.size, self.timeout = rank, size, timeout

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.comm import CommError, EagerComm, Message, Run, check_acc, check_op, expect_like, reduce_into
+from labkit.comm.base import CommError, EagerComm, Message, Run, check_acc, check_op, expect_like, reduce_into
 
 _MISSING = object()
 

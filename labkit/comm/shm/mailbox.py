@@ -22,9 +22,9 @@ message's shape and the piece's offset, so any receive (``recv``, ``recv_into``,
 message as well as a whole one; the trace has one entry per message, not per piece. A plain ``send`` never
 streams: it must return before the receiver starts.
 
-Waiting, and failing when another rank has failed, are the control block's (`labkit.shmblock`).
+Waiting, and failing when another rank has failed, are the control block's (`labkit.comm.shm.control`).
 
-The processes that use it are started, watched and cleaned up by `labkit.shm.run_shm`.
+The processes that use it are started, watched and cleaned up by `labkit.comm.shm.launcher.run_shm`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from labkit.comm import CommError, EagerComm, check_acc, check_op, expect_like
-from labkit.shmblock import (
+from labkit.comm.base import CommError, EagerComm, check_acc, check_op, expect_like
+from labkit.comm.shm.control import (
     _CONSUMED,
     _HEAD,
     _POSTED,
