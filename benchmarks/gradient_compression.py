@@ -28,7 +28,7 @@ P, BATCH, GOAL = 4, 64, 0.5  # workers, global batch, largest accuracy gap of to
 def compressors() -> list[tuple[str, object]]:
     """(label, compressor) of every row; None is uncompressed float32."""
     from labkit.compress.gradients import QSGD, PowerSGD, RandomK, Sign, TopK
-    from labkit.dataparallel import Float16
+    from labkit.parallel.data import Float16
 
     return [
         ("none (float32)", None),

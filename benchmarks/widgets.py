@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import widgets  # noqa: E402
+from labkit.viz import widgets
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -7,6 +7,9 @@ and in the cost explorer. Modules that train or serve models import TensorFlow t
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.abc
+import importlib.util
 import os
 import platform
 import random
@@ -17,6 +20,65 @@ from importlib import metadata
 import numpy as np
 
 __version__ = "0.1.0"
+
+#: Modules that moved into a folder, under the names notebooks, tests and older code import them by:
+#: ``from labkit import memory`` and ``import labkit.memory`` give `labkit.parallel.memory` itself (the same module
+#: object, not a copy), and ``python -m labkit.teach`` runs `labkit.lessons.teach`.
+MOVED = {
+    "dataparallel": "labkit.parallel.data",
+    "memory": "labkit.parallel.memory",
+    "llm": "labkit.parallel.llm",
+    "widgets": "labkit.viz.widgets",
+    "plots": "labkit.viz.plots",
+    "article": "labkit.lessons.article",
+    "background": "labkit.lessons.background",
+    "practice": "labkit.lessons.practice",
+    "faq": "labkit.lessons.faq",
+    "claims": "labkit.lessons.claims",
+    "check": "labkit.lessons.check",
+    "teach": "labkit.lessons.teach",
+    "exercises": "labkit.lessons.exercises",
+}
+
+
+def __getattr__(name: str):
+    """``labkit.memory`` and ``from labkit import memory``: import the module where it lives now."""
+    if name in MOVED:
+        return importlib.import_module(MOVED[name])
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+
+
+class _MovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import labkit.memory`` (and ``labkit.exercises.ch01`` below a moved package) finds the module under its new
+    name and registers that same object under the old one; its ``__spec__`` stays the real one (pickling, reload)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        parts = fullname.split(".")
+        if len(parts) < 2 or parts[0] != "labkit" or parts[1] not in MOVED:
+            return None
+        new = ".".join([MOVED[parts[1]], *parts[2:]])
+        real = importlib.util.find_spec(new)
+        if real is None:
+            return None
+        spec = importlib.util.spec_from_loader(fullname, self, origin=real.origin)
+        spec.loader_state, spec.has_location = new, real.has_location  # __file__ stays the real file's
+        return spec
+
+    def create_module(self, spec):
+        module = importlib.import_module(spec.loader_state)
+        self._real_spec = module.__spec__  # the import system writes the alias's spec over it next
+        return module
+
+    def exec_module(self, module) -> None:  # the real module already ran: only give it back its own spec
+        module.__spec__ = self._real_spec
+
+    def get_code(self, fullname):  # for ``python -m labkit.teach``
+        parts = fullname.split(".")
+        new = ".".join([MOVED[parts[1]], *parts[2:]])
+        return importlib.util.find_spec(new).loader.get_code(new)
+
+
+sys.meta_path.insert(0, _MovedModule())  # before the path finder, so a moved package's modules load only once
 
 PLOT_STYLE = {
     "figure.figsize": (7.0, 3.6),
@@ -49,7 +111,7 @@ def setup(seed: int = 0, tensorflow: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Point file descriptor 2 at /dev/null for a moment (Python exceptions are unaffected)."""
     try:
         saved = os.dup(2)
@@ -80,7 +142,7 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
 
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         import tensorflow as tf
 
         tf.config.list_physical_devices()

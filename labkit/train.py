@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from labkit import collectives, cost, dataparallel, fault, models
-from labkit.dataparallel import Compressor
+from labkit import collectives, cost, fault, models
+from labkit.parallel import data as dataparallel
+from labkit.parallel.data import Compressor
 
 OPTIMIZERS = ("adam", "sgd")
 TRANSPORTS = ("sim", "mpi")

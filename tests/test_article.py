@@ -4,7 +4,8 @@ data-parallel step on p simulated workers equals one worker with the combined ba
 import numpy as np
 import pytest
 
-from labkit import article, comm, models
+from labkit import comm, models
+from labkit.lessons import article
 
 tf = article.tf
 keras = article.keras

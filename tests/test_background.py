@@ -6,7 +6,7 @@ import re
 import matplotlib
 import pytest
 
-from labkit import background as bg
+from labkit.lessons import background as bg
 
 matplotlib.use("Agg")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit import check
+from labkit.lessons import check
 
 
 @pytest.fixture

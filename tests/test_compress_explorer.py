@@ -1,4 +1,5 @@
-"""labkit.compress.explorer: bytes against codec.encode of schemes built here, accuracy against Keras, the widget."""
+"""labkit.compress.explorer: bytes against codec.encode of schemes built here, accuracy against Keras; the widget
+(labkit.viz.widgets.compression_explorer) prints what tradeoff computes."""
 
 import numpy as np
 import pytest
@@ -99,7 +100,9 @@ def test_mismatched_data_is_an_error(setup):
 
 def test_widget_prints_what_tradeoff_computes(setup):
     model, xt, yt = setup
-    ex = explorer.widget(model, xt[:300], yt[:300], sparsity=0.5, bits=2)
+    from labkit.viz import widgets
+
+    ex = widgets.compression_explorer(model, xt[:300], yt[:300], sparsity=0.5, bits=2)
     first = ex.text
     assert first.startswith(explorer.tradeoff(model, xt[:300], yt[:300], 0.5, 2).line())
     ex.controls["sparsity"].value = 0.95

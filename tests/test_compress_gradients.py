@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from labkit import comm, cost, data, dataparallel, models, train
+from labkit import comm, cost, data, models, train
 from labkit.compress.gradients import QSGD, PowerSGD, RandomK, Sign, TopK, wire_bytes
+from labkit.parallel import data as dataparallel
 
 keras = dataparallel.keras
 P = 4  # workers in the trainer tests

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, cost, data, dataparallel, fault, models, train
+from labkit import collectives, comm, cost, data, fault, models, train
 from labkit.comm import CommError, mpirun
+from labkit.parallel import data as dataparallel
 
 keras = dataparallel.keras
 ROOT = Path(__file__).resolve().parent.parent

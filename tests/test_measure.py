@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from labkit import comm, cost, measure, plots
+from labkit import comm, cost, measure
+from labkit.viz import plots
 
 LINK = cost.Link(alpha=20e-6, beta=1 / 5e9, gamma=1 / 20e9)
 

@@ -4,9 +4,10 @@ import matplotlib
 import numpy as np
 import pytest
 
-from labkit import collectives, comm, cost, llm, memory
+from labkit import collectives, comm, cost
 from labkit import tensor_parallel as tp
-from labkit.memory import GB, Transformer
+from labkit.parallel import llm, memory
+from labkit.parallel.memory import GB, Transformer
 
 matplotlib.use("Agg")
 
@@ -187,7 +188,9 @@ def test_zero_scaling_plot():
 
 
 def test_calculator_responds_to_its_controls():
-    calc = memory.calculator()
+    from labkit.viz import widgets
+
+    calc = widgets.memory_calculator()
     assert calc.text.startswith("175 B parameters on 1024 devices")
     calc.controls["model"].value = 7.5e9
     for name, value in (("tp", 1), ("pp", 1), ("dp", 64), ("devices", 64), ("zero", 2)):

@@ -39,7 +39,7 @@ def test_an_aborted_mpi_job_leaves_no_shared_memory(tmp_path):
 
 
 def test_without_mpiexec_every_launch_says_how_to_get_one(monkeypatch):
-    from labkit import practice
+    from labkit.lessons import practice
 
     monkeypatch.setattr(mpirun, "mpiexec", lambda: None)
     for launch in (mpirun.require_mpiexec, lambda: measure.measure_mpi(2), lambda: practice.launch(2)):

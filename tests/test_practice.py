@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import cost, measure, practice
+from labkit import cost, measure
+from labkit.lessons import practice
 
 
 def test_live_loss_keeps_one_curve_per_run():

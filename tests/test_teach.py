@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit import check, teach
+from labkit.lessons import check, teach
 
 NOTEBOOKS = sorted(teach.NOTEBOOKS.glob("*.ipynb"))
 FAST = teach.NOTEBOOKS / "02_core_concepts.ipynb"  # its exercises and its whole run take a few seconds

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import collectives, cost, data, dataparallel, models, train
+from labkit import collectives, cost, data, models, train
 from labkit.comm import mpirun
+from labkit.parallel import data as dataparallel
 
 keras = dataparallel.keras
 MPIEXEC = mpirun.mpiexec()

@@ -3,7 +3,8 @@
 import matplotlib
 import pytest
 
-from labkit import cost, plots, widgets
+from labkit import cost
+from labkit.viz import plots, widgets
 
 matplotlib.use("Agg")
 

@@ -117,7 +117,8 @@ def _stream(symbols: np.ndarray, width: int, huffman: bool) -> bytes:
 
 def _represent(kernel: np.ndarray, s: Scheme) -> dict:
     """The parts a kernel is stored as: gaps, value symbols or floats, codebook, scales, zero points."""
-    from labkit.compress.weights import kmeans_1d, quantize
+    from labkit.compress.quantize import quantize
+    from labkit.compress.sharing import kmeans_1d
 
     flat = np.asarray(kernel, np.float32).ravel()
     if flat.size == 0:

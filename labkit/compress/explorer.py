@@ -5,7 +5,8 @@ surviving weights with 2^bits k-means centroids (Han, Mao & Dally 2016), stores 
 decodes those bytes and measures the decoded model's accuracy with a NumPy forward pass. Beside it, the bytes the
 busiest of p workers sends per training step with a gradient compressor of comparable settings (top-k keeping
 1 − sparsity of the values, or QSGD with ``bits`` bits a level), from `gradients.wire_bytes`. No fine-tuning: it
-would take seconds per point; chapter 7 shows what fine-tuning recovers. `widget` wires sliders to `tradeoff`.
+would take seconds per point; chapter 7 shows what fine-tuning recovers.
+`labkit.widgets.compression_explorer` wires sliders to `tradeoff`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labkit.compress import codec, gradients
-from labkit.compress.weights import magnitude_masks
+from labkit.compress.pruning import magnitude_masks
 
 __all__ = [
     "clone",
@@ -27,7 +28,6 @@ __all__ = [
     "references",
     "curve",
     "plot_tradeoff",
-    "widget",
 ]
 
 GRADIENTS = ("topk", "qsgd")
@@ -187,27 +187,3 @@ def plot_tradeoff(points: list[Point], current: Point, refs: dict[str, tuple[int
     ax.set_title("Pruning + weight sharing, no fine-tuning: size against accuracy")
     ax.legend(fontsize=8, loc="lower right")
     return fig, current
-
-
-def widget(model, x_test, y_test, sparsity: float = 0.9, bits: int = 4, p: int = 4, gradient: str = "topk"):
-    """Sliders (sparsity, bits) and a workers dropdown → the plot and the line of numbers (an `Explorer`)."""
-    import ipywidgets as w
-
-    from labkit.widgets import Explorer
-
-    refs = references(model, x_test, y_test)
-    sweeps: dict[tuple[int, int], list[Point]] = {}  # (bits, p) → the line drawn behind the current point
-    controls = {
-        "sparsity": w.FloatSlider(value=sparsity, min=0.0, max=0.99, step=0.01, description="sparsity"),
-        "bits": w.IntSlider(value=bits, min=1, max=CODEBOOK_MAX_BITS, description="bits/weight"),
-        "p": w.Dropdown(options=[2, 4, 8, 16, 64], value=p, description="workers p"),
-    }
-
-    def draw(sparsity, bits, p):
-        if (bits, p) not in sweeps:
-            sweeps[(bits, p)] = curve(model, x_test, y_test, bits, p=p, gradient=gradient)
-        return plot_tradeoff(
-            sweeps[(bits, p)], tradeoff(model, x_test, y_test, sparsity, bits, p=p, gradient=gradient), refs
-        )
-
-    return Explorer(controls, draw, lambda values, point: point.line() + "  (no fine-tuning)")

@@ -14,7 +14,8 @@ with Pruning, Trained Quantization and Huffman Coding"), on Keras 3 models made 
 - **linear quantisation**: w ≈ scale·(q − zero_point), q an integer of b bits; symmetric or asymmetric, one scale
   per tensor or per output channel. Every element is within scale/2 of its original.
 
-Pruning lives in `labkit.compress.pruning`, weight sharing in `labkit.compress.sharing`, Huffman coding and the
+Pruning lives in `labkit.compress.pruning`, weight sharing in `labkit.compress.sharing`, linear quantisation in
+`labkit.compress.quantize`, Huffman coding and the
 stored format in `labkit.compress.huffman` and `labkit.compress.codec`, low rank and distillation in
 `labkit.compress.smaller`; all are re-exported here. The reference engines are Keras 3's own
 ``model.quantize("int8")`` and the TFLite converter (`keras_int8`, `tflite_int8`). The TF Model Optimization
@@ -26,86 +27,35 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
 
 import numpy as np
 
-from labkit import _native_stderr_silenced
+from labkit import native_stderr_silenced
 from labkit.compress.codec import *  # noqa: F403
 from labkit.compress.codec import __all__ as _codec_all
 from labkit.compress.huffman import *  # noqa: F403
 from labkit.compress.huffman import __all__ as _huffman_all
 from labkit.compress.pruning import *  # noqa: F403
 from labkit.compress.pruning import __all__ as _pruning_all
+from labkit.compress.quantize import *  # noqa: F403
+from labkit.compress.quantize import __all__ as _quantize_all
 from labkit.compress.sharing import *  # noqa: F403
 from labkit.compress.sharing import __all__ as _sharing_all
 from labkit.compress.smaller import *  # noqa: F403
 from labkit.compress.smaller import __all__ as _smaller_all
 
 __all__ = [
-    "Quantized",
-    "quantize",
     "keras_int8",
     "keras_int8_bytes",
     "tflite_int8",
     "tflite_evaluate",
     *_pruning_all,
+    *_quantize_all,
     *_sharing_all,
     *_codec_all,
     *_smaller_all,
     *_huffman_all,
 ]
-
-
-@dataclass(frozen=True)
-class Quantized:
-    """w ≈ scale·(q − zero_point) with q in [0, 2^bits − 1]; scale and zero_point per tensor or per channel."""
-
-    q: np.ndarray  # int64 codes
-    scale: np.ndarray  # float32, shape () or (channels,)
-    zero_point: np.ndarray  # int64, same shape as scale
-    bits: int
-    symmetric: bool
-    axis: int | None  # the channel axis of a per-channel quantisation, None for one scale per tensor
-
-    def _b(self, a: np.ndarray) -> np.ndarray:  # a per-channel vector shaped to broadcast against q
-        if self.axis is None:
-            return a
-        shape = [1] * self.q.ndim
-        shape[self.axis] = -1
-        return a.reshape(shape)
-
-    def dequantize(self) -> np.ndarray:
-        """float32 values scale·(q − zero_point)."""
-        return (self._b(self.scale.astype(np.float64)) * (self.q - self._b(self.zero_point))).astype(np.float32)
-
-    def error_bound(self) -> np.ndarray:
-        """scale/2: no element is further than this from its original (per tensor or per channel)."""
-        return self.scale.astype(np.float64) / 2
-
-
-def quantize(w, bits: int = 8, symmetric: bool = True, per_channel: bool = False, axis: int = -1) -> Quantized:
-    """Linear quantisation to ``bits`` bits (2-16). Symmetric: scale = max|w| / (2^(b−1) − 1), zero at 2^(b−1);
-    asymmetric: scale = (max − min) / (2^b − 1), zero_point = round(−min / scale). Per channel along ``axis``."""
-    if not 2 <= int(bits) <= 16:
-        raise ValueError(f"bits must lie in 2..16 for linear quantisation, got {bits}; use a codebook for fewer")
-    w = np.asarray(w, dtype=np.float64)
-    if w.size == 0:
-        raise ValueError("cannot quantise an empty tensor (0 weights): leave the layer out")
-    axis = axis % w.ndim if per_channel else None
-    reduce = tuple(i for i in range(w.ndim) if i != axis)
-    lo, hi = np.minimum(w.min(axis=reduce), 0), np.maximum(w.max(axis=reduce), 0)  # zero stays exact
-    levels = (1 << bits) - 1
-    if symmetric:
-        scale = np.maximum(-lo, hi) / (levels // 2)
-        zero = np.full(np.shape(scale), 1 << (bits - 1), dtype=np.int64)
-    else:
-        scale = (hi - lo) / levels
-        zero = np.round(-lo / np.where(scale > 0, scale, 1)).astype(np.int64)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # an all-zero channel: any scale is exact
-    out = Quantized(np.zeros(w.shape, np.int64), scale, zero, int(bits), symmetric, axis)
-    q = np.round(w / out._b(scale.astype(np.float64))) + out._b(zero)
-    return Quantized(np.clip(q, 0, levels).astype(np.int64), scale, zero, int(bits), symmetric, axis)
 
 
 def keras_int8(model):
@@ -150,7 +100,7 @@ def tflite_evaluate(flatbuffer: bytes, x, y, batch_size: int = 1000) -> float:
     for start in range(0, len(x), batch_size):  # a batch at a time: the interpreter holds one input shape
         xb = np.asarray(x[start : start + batch_size], np.float32)
         interpreter.resize_tensor_input(inp["index"], xb.shape)
-        with _native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate", from C++, every run
+        with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate", from C++, every run
             interpreter.allocate_tensors()
             interpreter.set_tensor(inp["index"], xb)
             interpreter.invoke()

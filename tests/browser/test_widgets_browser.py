@@ -53,19 +53,19 @@ class Mirror:
 
 
 def welcome(lab):
-    from labkit import widgets
+    from labkit.viz import widgets
 
     return widgets.bytes_per_worker()
 
 
 def step_through(lab):
-    from labkit import widgets
+    from labkit.viz import widgets
 
     return widgets.step_through("ring", 4)
 
 
 def cost_explorer(lab):
-    from labkit import widgets
+    from labkit.viz import widgets
 
     return widgets.cost_explorer(p=8, nbytes=1e6, link="10 GbE")
 
@@ -79,16 +79,16 @@ def pipeline(lab):
 
 
 def memory_calculator(lab):
-    from labkit import memory
+    from labkit.viz import widgets
 
-    return memory.calculator()
+    return widgets.memory_calculator()
 
 
 def compression(lab):
     """The trained model lives only in the notebook's kernel: the expected line is computed there, by `tradeoff`."""
     import ipywidgets as w
 
-    controls = {  # the controls of labkit.compress.explorer.widget(..., sparsity=0.9, bits=4)
+    controls = {  # the controls of labkit.widgets.compression_explorer(..., sparsity=0.9, bits=4)
         "sparsity": w.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="sparsity"),
         "bits": w.IntSlider(value=4, min=1, max=8, description="bits/weight"),
         "p": w.Dropdown(options=[2, 4, 8, 16, 64], value=4, description="workers p"),
@@ -311,7 +311,7 @@ def test_every_widget_responds_in_a_real_browser(notebook, lab, screenshots, bro
             move(page, box, control, move_, mirror.controls[move_.control])
         wait_for_text(box, mirror.text)
         if stem.startswith("09") and move_.how != "type:8":  # and the memory figure is estimate()'s, independently
-            from labkit import memory
+            from labkit.parallel import memory
 
             assert f"{memory.estimate(**mirror.values()).memory / memory.GB:.2f} GB per device" in mirror.text
         after = output.screenshot()

@@ -4,7 +4,7 @@ Each expected answer is written out here by its own formula, independent of `lab
 
 import math
 
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 
 
 @exercise(

@@ -3,7 +3,7 @@
 No TensorFlow here: `labkit.check` imports every chapter's exercises, also in chapters that never start TensorFlow.
 """
 
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 
 
 @exercise(

@@ -2,7 +2,7 @@
 
 import math
 
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 
 
 @exercise(

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from labkit import cost, plots
-from labkit.plots import welcome_numbers  # noqa: F401  (the welcome chapter's numbers, re-exported)
+from labkit import cost
+from labkit.viz import plots
+from labkit.viz.plots import welcome_numbers  # noqa: F401  (the welcome chapter's numbers, re-exported)
 
 # Model sizes a student recognises, in parameters (published counts).
 MODELS = {
@@ -164,3 +165,72 @@ def step_through(algorithm: str = "ring", p: int = 4) -> Explorer:
         explorer.output,
     )
     return explorer
+
+
+def memory_calculator():
+    """Chapter 9: model, devices, dp/tp/pp, ZeRO stage, precision, recompute, link → memory and traffic per device
+    (`labkit.parallel.memory` computes and draws; this only wires the controls)."""
+    import ipywidgets as w
+
+    from labkit.parallel.memory import GB, MODELS, PRECISIONS, Estimate, estimate, plot_estimate
+
+    models = {**MODELS, "7.5 B (ZeRO paper; parameters only)": 7.5e9}
+    controls = {
+        "model": w.Dropdown(options=models, value=MODELS["GPT-3 (175 B)"], description="model"),
+        "devices": w.IntText(value=1024, description="devices"),
+        "dp": w.IntText(value=16, description="dp"),
+        "tp": w.IntText(value=8, description="tp"),
+        "pp": w.IntText(value=8, description="pp"),
+        "zero": w.Dropdown(options=[0, 1, 2, 3], value=1, description="ZeRO stage"),
+        "precision": w.Dropdown(options=list(PRECISIONS), value="mixed", description="precision"),
+        "recompute": w.Checkbox(value=True, description="recompute"),
+        "micro_batch": w.IntText(value=1, description="micro-batch"),
+        "micro_batches": w.IntText(value=16, description="micro-batches"),
+        "link": w.Dropdown(options=list(cost.presets()), value="InfiniBand HDR", description="dp/pp link"),
+        "tp_link": w.Dropdown(options=list(cost.presets()), value="NVLink 4 (H100)", description="tp link"),
+    }
+
+    def draw(**values):
+        try:
+            return plot_estimate(estimate(**values))
+        except ValueError as e:  # a bad combination is shown, not raised: the student fixes it with the controls
+            fig, _ = plot_estimate(Estimate(*[0.0] * 11))
+            fig.axes[0].set_title("No estimate: fix the setup named above")
+            return fig, str(e)
+
+    def describe(values: dict, result) -> str:
+        if isinstance(result, str):
+            return f"cannot estimate: {result}"
+        head = f"{result.params / 1e9:.3g} B parameters on {values['devices']} devices: {result.memory / GB:.2f} GB"
+        return f"{head} per device, {result.traffic / GB:,.1f} GB sent per step\n{result.table()}"
+
+    for control in controls.values():  # room for the longest label, "micro-batches"
+        control.style.description_width = "initial" if isinstance(control, w.Checkbox) else "90px"
+    return Explorer(controls, draw, describe)
+
+
+def compression_explorer(
+    model, x_test, y_test, sparsity: float = 0.9, bits: int = 4, p: int = 4, gradient: str = "topk"
+):
+    """Chapter 7: sliders (sparsity, bits) and a workers dropdown → bytes against accuracy of the decoded model, and
+    bytes on the wire (`labkit.compress.explorer` computes; this only wires the controls)."""
+    import ipywidgets as w
+
+    from labkit.compress.explorer import CODEBOOK_MAX_BITS, Point, curve, plot_tradeoff, references, tradeoff
+
+    refs = references(model, x_test, y_test)
+    sweeps: dict[tuple[int, int], list[Point]] = {}  # (bits, p) → the line drawn behind the current point
+    controls = {
+        "sparsity": w.FloatSlider(value=sparsity, min=0.0, max=0.99, step=0.01, description="sparsity"),
+        "bits": w.IntSlider(value=bits, min=1, max=CODEBOOK_MAX_BITS, description="bits/weight"),
+        "p": w.Dropdown(options=[2, 4, 8, 16, 64], value=p, description="workers p"),
+    }
+
+    def draw(sparsity, bits, p):
+        if (bits, p) not in sweeps:
+            sweeps[(bits, p)] = curve(model, x_test, y_test, bits, p=p, gradient=gradient)
+        return plot_tradeoff(
+            sweeps[(bits, p)], tradeoff(model, x_test, y_test, sparsity, bits, p=p, gradient=gradient), refs
+        )
+
+    return Explorer(controls, draw, lambda values, point: point.line() + "  (no fine-tuning)")

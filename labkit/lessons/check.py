@@ -88,7 +88,7 @@ def exercise(
 
 
 def _load_all() -> None:
-    from labkit import exercises
+    from labkit.lessons import exercises
 
     for module in pkgutil.iter_modules(exercises.__path__):
         importlib.import_module(f"labkit.exercises.{module.name}")

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from labkit import _native_stderr_silenced, collectives, comm, cost
+from labkit import collectives, comm, cost, native_stderr_silenced
 from labkit.comm import mpirun
 
-KIT = Path(__file__).resolve().parent.parent
+KIT = Path(__file__).resolve().parents[2]  # the kit: labkit/lessons/this file
 
 
 def comm_failure(fn: Callable[..., Any], world_size: int = 2, transport: str = "sim", timeout: float = 5.0) -> str:
@@ -129,10 +129,10 @@ def gradients(model, x: np.ndarray, y: np.ndarray, scale: float = 1.0, loss_fact
     import tensorflow as tf
 
     # oneDNN prints a one-time C++ notice on CPUs without AVX-512 float16 support; Python errors still raise
-    with _native_stderr_silenced(), tf.GradientTape() as tape:
+    with native_stderr_silenced(), tf.GradientTape() as tape:
         loss = loss_factor * tf.reduce_mean((model(x) - y) ** 2)
         scaled = loss * scale
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         grads = tape.gradient(scaled, model.trainable_variables)
     return [g.numpy().astype(np.float64) / scale for g in grads]
 
@@ -145,7 +145,7 @@ def train_loss_scaled(model, x: np.ndarray, y: np.ndarray, steps: int, initial_s
     opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=initial_scale)
     losses, scales = [], []
     for _ in range(steps):
-        with _native_stderr_silenced(), tf.GradientTape() as tape:
+        with native_stderr_silenced(), tf.GradientTape() as tape:
             loss = tf.reduce_mean((model(x) - y) ** 2)
             scaled = opt.scale_loss(loss)  # loss × the current scale
         grads = tape.gradient(scaled, model.trainable_variables)
@@ -158,7 +158,8 @@ def train_loss_scaled(model, x: np.ndarray, y: np.ndarray, steps: int, initial_s
 _MIRRORED = """
 import json
 import labkit
-from labkit import data, practice
+from labkit import data
+from labkit.lessons import practice
 labkit.setup(seed=0)
 devices = practice.logical_cpus({replicas})  # before TensorFlow starts its runtime: hence a fresh process
 x, y = data.load("mnist", "train", n={n}, verbose=False)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from labkit import collectives, comm, cost, fault
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 
 MIB = 2**20
 
@@ -92,8 +92,8 @@ def ps_deadline_average():
     ],
 )
 def checkpoint_bytes():
-    from labkit import dataparallel
     from labkit.compress import smaller
+    from labkit.parallel import data as dataparallel
 
     replica = dataparallel.Replica(smaller.student_mlp(hidden=256, seed=0), dataparallel.make_optimizer("adam", 1e-3))
     arrays = replica.model.get_weights() + replica.optimizer_state()

@@ -7,8 +7,8 @@ so a solution written as a formula is checked against the bytes. None uses the n
 
 import numpy as np
 
-from labkit.check import exercise
 from labkit.compress import codec, gradients, huffman
+from labkit.lessons.check import exercise
 
 MLP_PARAMS = 89_610  # 784·100 + 100 + 100·100 + 100 + 100·10 + 10
 

@@ -6,7 +6,7 @@ numbers differ from the chapter's worked cells, so no answer can be copied from 
 
 from __future__ import annotations
 
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 
 
 @exercise(

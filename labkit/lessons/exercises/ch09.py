@@ -7,7 +7,7 @@ notebook checks against the same formulas. The numbers differ from the worked ce
 
 import math
 
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 
 
 @exercise(

@@ -24,9 +24,9 @@ from typing import Any
 
 import nbformat
 
-from labkit import check
+from labkit.lessons import check
 
-KIT = Path(__file__).resolve().parent.parent
+KIT = Path(__file__).resolve().parents[2]  # the kit: labkit/lessons/this file
 NOTEBOOKS = KIT / "notebooks"
 # A call on a line that is not commented out: `check.name(answer)` or `labkit.check.name(answer)`.
 CALL = re.compile(r"^[^#\n]*?\b(?:labkit\.)?check\.(\w+)\(\s*answer\s*\)", re.M)
