@@ -19,13 +19,6 @@ from labkit.comm import Comm, Message
 RANK_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c")
 
 
-def part(n: int, p: int, rank: int) -> slice:
-    """The slice of n items that ``rank`` of p owns: np.array_split's split (the first n % p parts are 1 longer)."""
-    q, extra = divmod(n, p)
-    start = rank * q + min(rank, extra)
-    return slice(start, start + q + (rank < extra))
-
-
 # --- data parallelism: replicate the model, split the batch, all-reduce the gradients ------------------------------
 
 

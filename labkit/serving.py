@@ -26,7 +26,7 @@ import numpy as np
 from labkit import comm, cost
 from labkit import pipeline as pl
 from labkit import tensor_parallel as tp
-from labkit.concepts import part
+from labkit.split import part
 from labkit.serving_measure import (  # noqa: F401 (re-exported: one module for the chapter)
     BATCHES,
     GATHER_SIZES,

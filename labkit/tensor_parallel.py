@@ -24,7 +24,7 @@ import numpy as np
 
 from labkit import collectives
 from labkit.comm import Comm
-from labkit.concepts import part
+from labkit.split import part
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
