@@ -34,8 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import cost, measure, serving  # noqa: E402
-from labkit import tensor_parallel as tp  # noqa: E402
+from labkit import cost, measure  # noqa: E402
+from labkit.parallel import serving
+from labkit.parallel import tensor as tp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMES = ("data", "tensor", "pipeline")

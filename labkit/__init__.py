@@ -38,6 +38,11 @@ MOVED = {
     "check": "labkit.lessons.check",
     "teach": "labkit.lessons.teach",
     "exercises": "labkit.lessons.exercises",
+    "concepts": "labkit.lessons.concepts",
+    "steps": "labkit.viz.steps",
+    "tensor_parallel": "labkit.parallel.tensor",
+    "pipeline": "labkit.parallel.pipeline",
+    "serving": "labkit.parallel.serving",
 }
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from labkit import comm, cost, measure
-from labkit import tensor_parallel as tp
 from labkit.comm import mpirun
+from labkit.parallel import tensor as tp
 
 BATCHES = (1, 4, 16, 64, 256, 1024)  # batch sizes measured and modelled: one request to a thousand
 #: Vector sizes (bytes) to fit `fit_ring_link` over: 1 kB … 1 MB, the range the article's MLP all-reduces and
@@ -57,7 +57,7 @@ def single_threaded():
 def _measure_rank(c: comm.Comm, schemes, batches, x, layers, repeats, micro_batches, shards=False, off_cache=0) -> dict:
     """On every rank: each scheme at each batch size, answers kept from a first call, then timed (`batch_time`);
     with ``shards``, also ("shards", B): this rank's Megatron pieces computed with no messages, every rank at once."""
-    from labkit import serving  # at call time: labkit.serving imports this module
+    from labkit.parallel import serving
 
     times, outputs = {}, {}
     with single_threaded():
@@ -110,7 +110,7 @@ class Measured:
 
 
 def _collected(transport: str, p: int, values: list[dict]) -> Measured:
-    from labkit import serving
+    from labkit.parallel import serving
 
     outputs = {k: serving.collect(k[0], [v["outputs"][k] for v in values]) for k in values[0]["outputs"]}
     return Measured(transport, p, values[0]["times"], outputs)
@@ -134,7 +134,7 @@ def measure_serving(
     ``shards``: also time ("shards", B), every rank computing its Megatron pieces at once with no messages (each
     repeat after reading ``off_cache`` bytes, as after a collective): `fit_shard_device` on those times is the
     device a tensor-parallel rank is while p ranks work."""
-    from labkit import serving
+    from labkit.parallel import serving
 
     x = np.asarray(x, np.float32)
     if len(x) < max(batches):

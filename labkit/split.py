@@ -17,3 +17,10 @@ def part(n: int, p: int, rank: int) -> slice:
     q, extra = divmod(n, p)
     start = rank * q + min(rank, extra)
     return slice(start, start + q + (rank < extra))
+
+
+def stage_layers(n_layers: int, p: int, rank: int) -> range:
+    """The layers ``rank`` holds when n_layers are cut into p consecutive stages."""
+    if n_layers < p:
+        raise ValueError(f"{n_layers} layers cannot fill {p} pipeline stages: use at most {n_layers} ranks")
+    return range(n_layers)[part(n_layers, p, rank)]

@@ -4,7 +4,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from labkit import check, collectives, comm, concepts, cost
+from labkit import check, collectives, comm, cost
+from labkit.lessons import concepts
 
 matplotlib.use("Agg")
 

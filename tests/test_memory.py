@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from labkit import collectives, comm, cost
-from labkit import tensor_parallel as tp
 from labkit.parallel import llm, memory
+from labkit.parallel import tensor as tp
 from labkit.parallel.memory import GB, Transformer
 
 matplotlib.use("Agg")

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from labkit import comm, cost
-from labkit import pipeline as pl
-from labkit import tensor_parallel as tp
+from labkit.parallel import pipeline as pl
+from labkit.parallel import tensor as tp
+from labkit.viz import gantt, widgets
 
 FREE = cost.Link(0.0, 0.0)
 
@@ -93,7 +94,7 @@ def test_micro_batches_must_fit_the_batch():
 def test_gantt_chart_from_a_real_trace():
     layers = pl.uniform_mlp(depth=4, width=16)
     run = comm.run(lambda c: pl.pipeline_forward(np.zeros((8, 16), np.float32), layers, c, 4), 4, link=FREE)
-    fig, result = pl.plot_gantt(run, "four stages")
+    fig, result = gantt.plot_gantt(run, "four stages")
     ax = fig.axes[0]
     assert len(ax.patches) == 16 + len(run.trace)  # 4 ranks × 4 micro-batches of compute, and the messages
     assert "four stages" in ax.get_title() and "µs" in ax.get_xlabel() and ax.get_ylabel()
@@ -103,7 +104,7 @@ def test_gantt_chart_from_a_real_trace():
 
 def test_the_explorer_redraws_from_its_controls():
     pytest.importorskip("ipywidgets")
-    ex = pl.explorer({"deep": pl.uniform_mlp(8, 16), "article": article_shapes()})
+    ex = widgets.pipeline_explorer({"deep": pl.uniform_mlp(8, 16), "article": article_shapes()})
     assert ex.result["p"] == 4 and ex.result["bubble"] == pytest.approx(ex.result["formula"])
     ex.controls["p"].value, ex.controls["micro_batches"].value = 4, 12
     assert ex.result["bubble"] == pytest.approx(3 / 15, abs=1e-3) and "bubble 20.0%" in ex.text  # 128 = 12 × 10.7

@@ -5,10 +5,11 @@ import sys
 import numpy as np
 import pytest
 
-from labkit import comm, cost, measure, serving, serving_measure
-from labkit import pipeline as pl
-from labkit import tensor_parallel as tp
+from labkit import comm, cost, measure, serving_measure
 from labkit.comm import mpirun
+from labkit.parallel import pipeline as pl
+from labkit.parallel import serving
+from labkit.parallel import tensor as tp
 
 MPIEXEC = mpirun.mpiexec()
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from labkit import collectives, steps
+from labkit import collectives
+from labkit.viz import steps
 
 ALGORITHMS = list(collectives.ALGORITHMS)
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labkit import comm
-from labkit import tensor_parallel as tp
+from labkit.parallel import tensor as tp
 
 
 def dense(n_in, n_out, activation="relu", seed=0, name="dense"):

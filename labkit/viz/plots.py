@@ -12,6 +12,9 @@ import numpy as np
 
 from labkit import cost
 
+#: One colour per rank (or micro-batch, or phase), shared by every figure of the kit.
+RANK_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c")
+
 COLORS = {
     "ps": "#c44e52",
     "tree": "#8172b2",

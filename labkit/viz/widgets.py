@@ -128,7 +128,7 @@ def step_through(algorithm: str = "ring", p: int = 4) -> Explorer:
 
     import ipywidgets as w
 
-    from labkit import steps as st
+    from labkit.viz import steps as st
 
     steps_of = functools.lru_cache(maxsize=64)(st.trace_steps)
     controls = {
@@ -234,3 +234,31 @@ def compression_explorer(
         )
 
     return Explorer(controls, draw, lambda values, point: point.line() + "  (no fine-tuning)")
+
+
+def pipeline_explorer(models: dict, link: str = "free (α = β = 0)") -> Explorer:
+    """Chapter 6: model, stages, micro-batches, batch size and link → the Gantt chart of a real sim run's schedule
+    (`labkit.viz.gantt` draws it)."""
+    import ipywidgets as w
+
+    from labkit.viz.gantt import FREE_LINK, draw_pipeline
+
+    controls = {
+        "model": w.Dropdown(options=list(models), description="model"),
+        "p": w.IntSlider(value=4, min=1, max=8, description="stages p"),
+        "micro_batches": w.IntSlider(value=4, min=1, max=32, description="micro-batches"),
+        "batch": w.Dropdown(options=[8, 32, 128, 512, 1024], value=128, description="batch"),
+        "link_name": w.Dropdown(options=[FREE_LINK, *cost.presets()], value=link, description="link"),
+    }
+
+    def draw(model, p, micro_batches, batch, link_name):
+        return draw_pipeline(models[model], p, micro_batches, batch, link_name)
+
+    def describe(values: dict, result: dict) -> str:
+        return (
+            f"{result['p']} stages, {result['micro_batches']} micro-batches: modelled {result['time'] * 1e3:.4g} ms"
+            f" (closed form {result['predicted'] * 1e3:.4g} ms); bubble {result['bubble']:.1%}, GPipe's"
+            f" (S−1)/(M+S−1) = {result['formula']:.1%}"
+        )
+
+    return Explorer(controls, draw, describe)

@@ -71,11 +71,13 @@ def cost_explorer(lab):
 
 
 def pipeline(lab):
-    from labkit import pipeline as pl
+    from labkit.parallel import pipeline as pl
 
     # only the first model is selected below; it is built from its shape alone, as the notebook builds it
     deep = pl.uniform_mlp(depth=8, width=256)
-    return pl.explorer({"8 equal layers, 256 wide": deep, "the article's MLP (trained)": []})
+    from labkit.viz import widgets
+
+    return widgets.pipeline_explorer({"8 equal layers, 256 wide": deep, "the article's MLP (trained)": []})
 
 
 def memory_calculator(lab):

@@ -6,8 +6,9 @@ really does: the messages counted on the ``"sim"`` transport must agree, or the 
 
 import numpy as np
 
-from labkit import collectives, comm, concepts
+from labkit import collectives, comm
 from labkit.check import exercise
+from labkit.lessons import concepts
 
 
 def _agrees(formula, counted, what: str):

@@ -7,9 +7,9 @@ really sends, the idle time of a simulated pipeline — so a solution written as
 import numpy as np
 
 from labkit import comm, cost
-from labkit import pipeline as pl
-from labkit import tensor_parallel as tp
 from labkit.check import exercise
+from labkit.parallel import pipeline as pl
+from labkit.parallel import tensor as tp
 
 
 @exercise(

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from labkit import comm, cost
-from labkit import pipeline as pl
-from labkit import tensor_parallel as tp
-from labkit.split import part
+from labkit.parallel import pipeline as pl
+from labkit.parallel import tensor as tp
 from labkit.serving_measure import (  # noqa: F401 (re-exported: one module for the chapter)
     BATCHES,
     GATHER_SIZES,
@@ -43,6 +42,7 @@ from labkit.serving_measure import (  # noqa: F401 (re-exported: one module for 
     shard_times,
     single_threaded,
 )
+from labkit.split import part
 
 SCHEMES = ("single", "data", "replicas", "tensor", "tensor-column", "tensor-row", "pipeline")
 SPLIT_OF = {"tensor": "megatron", "tensor-column": "column", "tensor-row": "row"}

@@ -5,25 +5,22 @@ activations to the next rank and goes on with the next micro-batch (GPipe: Huang
 Training of Giant Neural Networks using Pipeline Parallelism"). With S equal stages of t seconds per micro-batch and
 free links the batch takes (M + S − 1)·t, of which each rank idles (S − 1)·t: the **bubble**, (S − 1)/(M + S − 1)
 of the time. With per-stage times d_s (receive, then compute) the time is Σ d_s + (M − 1)·max d_s: the slowest
-stage sets the pace. `plot_gantt` draws a real ``"sim"`` run (compute spans from ``Run.compute``, messages from
-``Run.trace``), and `explorer` wires it to controls.
+stage sets the pace. `labkit.viz.gantt` draws a real ``"sim"`` run as a Gantt chart, and
+`labkit.widgets.pipeline_explorer` wires it to controls.
 """
 
 from __future__ import annotations
-
-import re
-from typing import Any
 
 import numpy as np
 
 from labkit import cost
 from labkit.comm import Comm, Run
-from labkit.concepts import RANK_COLORS, part, stage_layers
-from labkit.tensor_parallel import DEFAULT_DEVICE, Dense, Device, forward
+from labkit.parallel.tensor import DEFAULT_DEVICE, Dense, Device, forward
+from labkit.split import part, stage_layers
 
 
 def simple_stages(n_layers: int, p: int) -> list[range]:
-    """Layers per stage, as equal in number as whole layers allow (chapter 2's `stage_layers`, for every rank)."""
+    """Layers per stage, as equal in number as whole layers allow (`split.stage_layers`, for every rank)."""
     return [stage_layers(n_layers, p, r) for r in range(p)]
 
 
@@ -145,106 +142,3 @@ def uniform_mlp(depth: int = 8, width: int = 256, seed: int = 0) -> list[Dense]:
         )
         for i in range(depth)
     ]
-
-
-def _micro_batch(label: str) -> int:
-    match = re.search(r"(\d+)/\d+", label)
-    return int(match[1]) if match else 0
-
-
-def plot_gantt(run: Run, title: str = "Pipeline schedule"):
-    """A Gantt chart of a sim run: one row per rank, compute spans as wide bars (coloured and numbered by
-    micro-batch), messages as thin grey bars on the sender's row from send to arrival. Returns (figure, result):
-    the time, the measured bubble, and each rank's busy share."""
-    from matplotlib.figure import Figure  # no pyplot: figures are not kept alive by a global registry
-    from matplotlib.patches import Patch
-
-    p = 1 + max([r for r, *_ in run.compute] + [max(m.src, m.dst) for m in run.trace] + [0])
-    scale, unit = (1e6, "µs") if run.time < 1e-3 else (1e3, "ms")
-    fig = Figure(figsize=(8.0, 0.9 + 0.45 * p + 0.6), dpi=80)
-    ax = fig.subplots()
-    fig.subplots_adjust(left=0.08, right=0.78, bottom=0.9 / (1.5 + 0.45 * p), top=1 - 0.45 / (1.5 + 0.45 * p))
-    busy = [0.0] * p
-    for rank, start, end, label in run.compute:
-        k = _micro_batch(label)
-        busy[rank] += end - start
-        color = RANK_COLORS[(k - 1) % len(RANK_COLORS)] if k else "#888888"
-        ax.barh(rank, (end - start) * scale, left=start * scale, height=0.6, color=color, edgecolor="white")
-        if k and (end - start) * scale > 0.025 * run.time * scale:
-            ax.text((start + end) / 2 * scale, rank, str(k), ha="center", va="center", fontsize=7, color="white")
-    for m in run.trace:
-        ax.barh(m.src + 0.38, (m.end - m.start) * scale, left=m.start * scale, height=0.12, color="0.55")
-        ax.annotate(
-            "",
-            xy=(m.end * scale, m.dst - 0.3),
-            xytext=(m.end * scale, m.src + 0.38),
-            arrowprops={"arrowstyle": "->", "color": "0.5", "lw": 0.6},
-        )
-    bubble = measured_bubble(run, p)
-    ax.set(
-        title=f"{title}\nmodelled time {run.time * scale:.4g} {unit}, idle (bubble) {bubble:.1%}",
-        xlabel=f"modelled time ({unit})",
-        ylabel="rank (= stage)",
-        xlim=(0, run.time * scale * 1.01 or 1),
-        ylim=(p - 0.4, -0.6),
-        yticks=range(p),
-    )
-    handles = [
-        Patch(color=RANK_COLORS[0], label="compute\n(no. = micro-batch)"),
-        Patch(color="0.55", label="message"),
-        Patch(facecolor="white", edgecolor="0.7", label="idle"),
-    ]
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig, {"time": run.time, "bubble": bubble, "busy": [b / run.time if run.time else 0.0 for b in busy]}
-
-
-FREE_LINK = "free (α = β = 0)"
-
-
-def draw_pipeline(
-    layers: list[Dense], p: int, micro_batches: int, batch: int, link_name: str, device: Device = DEFAULT_DEVICE
-):
-    """Serve a batch with `pipeline_forward` on p simulated ranks and draw its Gantt chart; (figure, result)."""
-    from labkit import comm
-
-    p = min(p, len(layers))
-    micro_batches = min(micro_batches, batch)
-    link = cost.Link(0.0, 0.0) if link_name == FREE_LINK else cost.preset(link_name)
-    x = np.zeros((batch, layers[0].n_in), np.float32)
-    run = comm.run(lambda c: pipeline_forward(x, layers, c, micro_batches, device), p, link=link)
-    title = f"GPipe inference: {p} stages, {micro_batches} micro-batches of a batch of {batch}, {link_name}"
-    fig, result = plot_gantt(run, title)
-    result.update(
-        p=p,
-        micro_batches=micro_batches,
-        formula=bubble_fraction(p, micro_batches),
-        predicted=pipeline_time(layers, batch, p, micro_batches, link, device),
-    )
-    return fig, result
-
-
-def explorer(models: dict[str, list[Dense]], link: str = FREE_LINK) -> Any:
-    """A Gantt-chart widget: model, stages, micro-batches, batch size and link → a real sim run's schedule."""
-    import ipywidgets as w
-
-    from labkit.widgets import Explorer
-
-    controls = {
-        "model": w.Dropdown(options=list(models), description="model"),
-        "p": w.IntSlider(value=4, min=1, max=8, description="stages p"),
-        "micro_batches": w.IntSlider(value=4, min=1, max=32, description="micro-batches"),
-        "batch": w.Dropdown(options=[8, 32, 128, 512, 1024], value=128, description="batch"),
-        "link_name": w.Dropdown(options=[FREE_LINK, *cost.presets()], value=link, description="link"),
-    }
-
-    def draw(model, p, micro_batches, batch, link_name):
-        return draw_pipeline(models[model], p, micro_batches, batch, link_name)
-
-    def describe(values: dict, result: dict) -> str:
-        return (
-            f"{result['p']} stages, {result['micro_batches']} micro-batches: modelled {result['time'] * 1e3:.4g} ms"
-            f" (closed form {result['predicted'] * 1e3:.4g} ms); bubble {result['bubble']:.1%}, GPipe's"
-            f" (S−1)/(M+S−1) = {result['formula']:.1%}"
-        )
-
-    return Explorer(controls, draw, describe)

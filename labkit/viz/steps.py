@@ -208,7 +208,7 @@ def plot_ring_chunks(p: int = 4):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
-    from labkit.concepts import RANK_COLORS
+    from labkit.viz.plots import RANK_COLORS
 
     if not 2 <= p <= len(RANK_COLORS):
         raise ValueError(f"the chunk figure shows 2 to {len(RANK_COLORS)} ranks, got p={p}")

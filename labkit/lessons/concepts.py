@@ -15,9 +15,8 @@ import numpy as np
 
 from labkit import collectives
 from labkit.comm import Comm, Message
-
-RANK_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c")
-
+from labkit.split import part, stage_layers  # noqa: F401 (chapter 2 shows both)
+from labkit.viz.plots import RANK_COLORS
 
 # --- data parallelism: replicate the model, split the batch, all-reduce the gradients ------------------------------
 
@@ -90,13 +89,6 @@ def forward(x: np.ndarray, layers: list, final: bool = True) -> np.ndarray:
         if not (final and i == len(layers) - 1):
             x = np.maximum(x, 0)
     return x
-
-
-def stage_layers(n_layers: int, p: int, rank: int) -> range:
-    """The layers ``rank`` holds when n_layers are cut into p consecutive stages."""
-    if n_layers < p:
-        raise ValueError(f"{n_layers} layers cannot fill {p} pipeline stages: use at most {n_layers} ranks")
-    return range(n_layers)[part(n_layers, p, rank)]
 
 
 def simple_pipeline_forward(x: np.ndarray, layers: list, comm: Comm, micro_batches: int = 4) -> np.ndarray | None:
