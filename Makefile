@@ -14,7 +14,7 @@ export LABKIT_OFFLINE ?= 1
 
 help:
 	@echo "make lab    start JupyterLab on notebooks/00_welcome.ipynb (creates .venv on first use)"
-	@echo "make test   ruff, pytest tests/, and every notebook under nbval"
+	@echo "make test   ruff, pytest tests/ and benchmarks/tests/, and every notebook under nbval (prints its time)"
 	@echo "make teacher  teacher/ (solutions filled in) and student/ copies of the notebooks"
 	@echo "make test-browser  every widget in JupyterLab in headless Chromium (needs: apt-get install chromium)"
 
@@ -41,12 +41,15 @@ lint: $(STAMP)
 OWN_TMP = tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp
 
 pytest: $(STAMP)
-	$(OWN_TMP) $(BIN)/python -m pytest tests/
+	$(OWN_TMP) $(BIN)/python -m pytest tests/ benchmarks/tests/
 
 nbval: $(STAMP)
 	$(OWN_TMP) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks/
 
-test: lint pytest nbval
+# `make test` says how long it took (the target: under 10 minutes on 2 cores).
+test:
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint pytest nbval && \
+	echo "make test: passed in $$(( $$(date +%s) - start )) s"
 
 # The widgets in a real browser: JupyterLab + Debian's Chromium, driven by Playwright (never `playwright install`).
 test-browser: $(STAMP)
