@@ -40,7 +40,7 @@ class Checkpoint:
     step: int  # global steps done: training continues at epoch step // steps_per_epoch, step step % steps_per_epoch
     weights: list[np.ndarray]  # model.get_weights()
     optimizer: list[np.ndarray]  # Keras 3 optimizer.variables: iteration, learning rate, then Adam's m and v
-    config: dict  # the settings that wrote it (MUST_MATCH, and world_size, algorithm for the record)
+    config: dict  # the settings that wrote it (MUST_MATCH, and p, algorithm for the record)
     history: dict  # labkit.train.History's per-step and per-epoch lists up to ``step``
 
 
@@ -129,7 +129,7 @@ def inject_failure(config: Any, rank: int, nparams: int) -> None:
             collectives.allreduce(np.zeros(nparams, np.float32), c, algorithm=config.algorithm)
 
     try:
-        comm.run(exchange, config.world_size, "sim", config.link, config.timeout)
+        comm.run(exchange, config.p, "sim", config.link, config.timeout)
     except CommError as e:
         raise CommError(f"worker {dead} died at step {step} (fault injection); the others: {e}") from e
     raise CommError(f"worker {dead}, the only one, died at step {step} (fault injection)")
@@ -191,7 +191,7 @@ def logreg_reference(x: np.ndarray, y: np.ndarray, steps: int = 20, lr: float = 
 
 
 def straggler_time(
-    algorithm: str, p: int, nbytes: int, delay: float, slow_rank: int = 1, link: cost.Link | None = None
+    algorithm: str, nbytes: int, p: int, delay: float, slow_rank: int = 1, link: cost.Link | None = None
 ) -> float:
     """Modelled seconds (sim) until every rank holds the sum, when ``slow_rank`` joins ``delay`` seconds late."""
     if not 0 <= slow_rank < p:
@@ -207,7 +207,7 @@ def straggler_time(
 
 
 def straggler_closed_form(
-    algorithm: str, p: int, nbytes: int, delay: float, slow_rank: int = 1, link: cost.Link | None = None
+    algorithm: str, nbytes: int, p: int, delay: float, slow_rank: int = 1, link: cost.Link | None = None
 ) -> float:
     """T(algorithm) + the part of the delay that is not hidden (p a power of two, nbytes divisible by 4p).
 
@@ -224,7 +224,7 @@ def straggler_closed_form(
     return total + max(0.0, delay - slack)
 
 
-def plot_stragglers(p: int, nbytes: int, delays: Sequence[float], slow_rank: int = 1, link: cost.Link | None = None):
+def plot_stragglers(nbytes: int, p: int, delays: Sequence[float], slow_rank: int = 1, link: cost.Link | None = None):
     """A figure: the simulated all-reduce time of each algorithm against one rank's delay (ms), with T + d dashed."""
     from matplotlib.figure import Figure
 
@@ -232,7 +232,7 @@ def plot_stragglers(p: int, nbytes: int, delays: Sequence[float], slow_rank: int
     ax = fig.subplots()
     ms = np.asarray(delays) * 1e3
     for name in collectives.ALGORITHMS:
-        times = [straggler_time(name, p, nbytes, d, slow_rank, link) * 1e3 for d in delays]
+        times = [straggler_time(name, nbytes, p, d, slow_rank, link) * 1e3 for d in delays]
         ax.plot(ms, times, marker="o", markersize=3, label=name)
     base = min(float(cost.allreduce_time(a, nbytes, p, link or cost.DEFAULT_LINK)) for a in collectives.ALGORITHMS)
     ax.plot(ms, base * 1e3 + ms, "k--", linewidth=0.8, label="fastest T + delay")

@@ -2,10 +2,10 @@
 
     from labkit import data, models, train
     x, y = data.load("mnist")
-    history = train.train(x, y, world_size=4, algorithm="ring", epochs=1, test=data.load("mnist", "test"))
+    history = train.train(x, y, p=4, algorithm="ring", epochs=1, test=data.load("mnist", "test"))
     history.loss, history.bytes_sent, history.modelled_seconds      # one number per step
 
-On ``transport="sim"`` the p workers live in this process (`labkit.dataparallel.SimWorkers`); under MPI every
+On ``transport="sim"`` the p workers live in this process (`labkit.parallel.data.SimWorkers`); under MPI every
 process is one worker::
 
     mpiexec -n 4 python -m labkit.train --dataset mnist --epochs 1 --out history.json
@@ -24,12 +24,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from labkit import collectives, cost, fault, models
+from labkit import collectives, comm, cost, fault, models
 from labkit.parallel import data as dataparallel
 from labkit.parallel.data import Compressor
 
@@ -41,7 +41,7 @@ TRANSPORTS = ("sim", "mpi")
 class TrainConfig:
     """How to train: the workers, how they communicate, and the optimisation (every default says why)."""
 
-    world_size: int = 1  # one worker: the baseline every data-parallel run must equal
+    p: int = 1  # workers; one: the baseline every data-parallel run must equal
     algorithm: str = "ring"  # bandwidth-optimal, 2(p−1)/p·n bytes per rank: what NCCL and Horovod use for gradients
     transport: str = "sim"  # threads on modelled clocks: runs anywhere and counts every byte; "mpi" under mpiexec
     link: cost.Link | None = None  # None: cost.DEFAULT_LINK (10 GbE, 20 µs, 1.25 GB/s), for the modelled time
@@ -56,21 +56,24 @@ class TrainConfig:
     checkpoint_dir: str | os.PathLike | None = None  # None: no checkpoints; else one file there (labkit.fault)
     checkpoint_every: int = 0  # 0: a checkpoint after each epoch only; N: also every N steps (lose at most N)
     fail_at: tuple[int, int] | None = None  # (worker, step): that worker dies before that step (fault injection)
+    world_size: InitVar[int | None] = None  # another name for p (MPI's), so that code written with it runs
 
-    def __post_init__(self) -> None:
-        _whole(self.world_size, "world_size", "the number of workers")
+    def __post_init__(self, world_size: int | None) -> None:
+        if world_size is not None:
+            if world_size != self.p and self.p != 1:
+                raise TypeError("pass the number of workers once: p or world_size (they are the same), not both")
+            object.__setattr__(self, "p", world_size)
+        _whole(self.p, "p", "the number of workers")
         _whole(self.epochs, "epochs", "the number of passes over the training set")
         _whole(self.batch_size, "batch_size", "the global batch, split over the workers")
         if self.algorithm not in collectives.ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}: use one of {list(collectives.ALGORITHMS)}")
-        if self.transport not in TRANSPORTS:
-            raise ValueError(
-                f"unknown transport {self.transport!r}: use 'sim' (workers in this process) or 'mpi' (under mpiexec)"
-            )
+        # "sim": workers in this process; "mpi": one worker a process, under mpiexec ("shm" is not a trainer's)
+        comm.check_transport(self.transport, TRANSPORTS, "train")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: use one of {OPTIMIZERS}")
-        if self.batch_size % self.world_size:
-            b, p = self.batch_size, self.world_size
+        if self.batch_size % self.p:
+            b, p = self.batch_size, self.p
             sizes = [s for s in (b - b % p, b + p - b % p) if s > 0]
             raise ValueError(
                 f"batch_size={b} cannot be split evenly over {p} workers: use a multiple of {p}, such as "
@@ -90,10 +93,9 @@ class TrainConfig:
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to: pass checkpoint_dir='checkpoints'")
         if self.fail_at is not None:
             fail = tuple(self.fail_at)
-            if len(fail) != 2 or not all(isinstance(v, int) and v >= 0 for v in fail) or fail[0] >= self.world_size:
+            if len(fail) != 2 or not all(isinstance(v, int) and v >= 0 for v in fail) or fail[0] >= self.p:
                 raise ValueError(
-                    f"fail_at must be (worker, step) with 0 <= worker < world_size={self.world_size} and step >= 0,"
-                    f" got {self.fail_at!r}"
+                    f"fail_at must be (worker, step) with 0 <= worker < p={self.p} and step >= 0, got {self.fail_at!r}"
                 )
 
 
@@ -225,7 +227,7 @@ def train(
 ) -> History:
     """Train ``model_fn(seed)`` (the article's MLP by default) on (x, y) data-parallel; the `History` of the run.
 
-    ``overrides`` replace fields of ``config`` (``train(x, y, world_size=4)``). A callback is any object with
+    ``overrides`` replace fields of ``config`` (``train(x, y, p=4)``). A callback is any object with
     ``on_step(history)`` and/or ``on_epoch(history)`` (live loss curves); ``progress`` adds the text bar (rank 0
     only under MPI). ``test=(x_test, y_test)`` adds the test accuracy after each epoch.
 
@@ -253,7 +255,7 @@ def train(
     def save(step: int) -> None:
         if config.checkpoint_dir is not None and workers.rank == 0:  # replicas are identical: one writer is enough
             replica = _replicas(workers)[0]
-            record = {"world_size": config.world_size, "algorithm": config.algorithm} | settings
+            record = {"p": config.p, "algorithm": config.algorithm} | settings
             lists = {k: v for k, v in h.as_dict().items() if isinstance(v, list) and k != "checksums"}
             ckpt = fault.Checkpoint(step, replica.model.get_weights(), replica.optimizer_state(), record, lists)
             fault.save_checkpoint(config.checkpoint_dir, ckpt)
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = not mpi or MPI.COMM_WORLD.Get_rank() == 0
     try:
         config = TrainConfig(
-            world_size=size if mpi else args.world_size or 1,
+            p=size if mpi else args.world_size or 1,
             algorithm=args.algorithm,
             transport="mpi" if mpi else "sim",
             link=cost.preset(args.link) if args.link else None,

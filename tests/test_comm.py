@@ -10,14 +10,20 @@ def noop(c):
     return c.rank
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, "4", True])
-def test_world_size_must_be_a_positive_whole_number(bad):
-    with pytest.raises(ValueError, match="world_size must be a whole number >= 1"):
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "4", True, None])
+def test_p_must_be_a_positive_whole_number(bad):
+    with pytest.raises(ValueError, match=r"p \(the number of ranks\) must be a whole number >= 1"):
         comm.run(noop, bad)
 
 
-def test_unknown_transport_lists_the_choices():
-    with pytest.raises(ValueError, match=r"use one of \('sim', 'shm'\)"):
+def test_world_size_is_another_name_for_p_and_may_not_be_given_twice():
+    assert comm.run(noop, world_size=3).values == comm.run(noop, p=3).values == comm.run(noop, 3).values == [0, 1, 2]
+    with pytest.raises(TypeError, match="p or world_size"):
+        comm.run(noop, 2, world_size=2)
+
+
+def test_unknown_transport_names_labkits_transports_and_the_ones_run_takes():
+    with pytest.raises(ValueError, match=r"labkit's are \('sim', 'shm', 'mpi'\), and comm.run takes \('sim', 'shm'\)"):
         comm.run(noop, 2, transport="tcp")
 
 

@@ -177,7 +177,7 @@ def mnist():
 
 
 def fit(x, y, compressor):
-    config = train.TrainConfig(world_size=P, compressor=compressor, learning_rate=1e-2, link=LINK)
+    config = train.TrainConfig(p=P, compressor=compressor, learning_rate=1e-2, link=LINK)
     return train.train(x, y, config, model_fn=tiny, epochs=1, progress=False)
 
 
@@ -219,7 +219,7 @@ def test_topk_of_everything_without_error_feedback_is_uncompressed_training(mnis
 
 
 def test_powersgd_state_carries_the_layer_shapes_and_a_shared_q(mnist):
-    workers = dataparallel.SimWorkers(tiny, train.TrainConfig(world_size=2, compressor=PowerSGD(rank=2)))
+    workers = dataparallel.SimWorkers(tiny, train.TrainConfig(p=2, compressor=PowerSGD(rank=2)))
     assert [s["shapes"] for s in workers.states] == [SHAPES, SHAPES]
     x, y = mnist
     workers.step(x[:64], y[:64], 0, None)

@@ -53,30 +53,30 @@ def same(a, b) -> bool:
 
 def test_restart_after_a_worker_dies_ends_bit_identical(mnist, tmp_path):
     x, y = mnist  # 6 steps an epoch, 12 in all
-    whole = fit(x, y, world_size=2)
+    whole = fit(x, y, p=2)
     with pytest.raises(CommError, match=r"worker 1 died at step 9 \(fault injection\).*rank\(s\) \[1\]"):
-        fit(x, y, world_size=2, checkpoint_dir=tmp_path, checkpoint_every=4, fail_at=(1, 9))
+        fit(x, y, p=2, checkpoint_dir=tmp_path, checkpoint_every=4, fail_at=(1, 9))
     assert fault.load_checkpoint(tmp_path).step == 8  # the last one before the death: mid-epoch 2, step 4 of 6
-    resumed = fit(x, y, world_size=2, checkpoint_dir=tmp_path, resume=True)
+    resumed = fit(x, y, p=2, checkpoint_dir=tmp_path, resume=True)
     assert same(resumed.weights, whole.weights) and resumed.identical
     assert resumed.loss == whole.loss and resumed.epoch_loss == whole.epoch_loss  # the history is continued too
     assert fault.load_checkpoint(tmp_path).step == 12 and same(fault.load_checkpoint(tmp_path).weights, whole.weights)
-    again = fit(x, y, world_size=2, checkpoint_dir=tmp_path, resume=True)  # nothing left to do: the same result
+    again = fit(x, y, p=2, checkpoint_dir=tmp_path, resume=True)  # nothing left to do: the same result
     assert same(again.weights, whole.weights)
-    fresh = fit(x, y, world_size=2, checkpoint_dir=tmp_path / "none", resume=True)  # no checkpoint yet: from 0
+    fresh = fit(x, y, p=2, checkpoint_dir=tmp_path / "none", resume=True)  # no checkpoint yet: from 0
     assert same(fresh.weights, whole.weights)
 
 
 def test_restart_with_fewer_workers_keeps_the_global_batch(mnist, tmp_path):
     x, y = mnist
-    whole = fit(x, y, world_size=4)
+    whole = fit(x, y, p=4)
     with pytest.raises(CommError, match="worker 3 died at step 7"):
-        fit(x, y, world_size=4, checkpoint_dir=tmp_path, fail_at=(3, 7))  # epoch checkpoints only: step 6
-    resumed = fit(x, y, world_size=2, checkpoint_dir=tmp_path, resume=True)
-    assert fault.load_checkpoint(tmp_path).config["world_size"] == 2
+        fit(x, y, p=4, checkpoint_dir=tmp_path, fail_at=(3, 7))  # epoch checkpoints only: step 6
+    resumed = fit(x, y, p=2, checkpoint_dir=tmp_path, resume=True)
+    assert fault.load_checkpoint(tmp_path).config["p"] == 2
     for a, b in zip(resumed.weights, whole.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # 4 shards or 2: the same mean, other roundings
-    assert not same(resumed.weights, fit(x, y, world_size=2, epochs=1).weights)  # it really trained on
+    assert not same(resumed.weights, fit(x, y, p=2, epochs=1).weights)  # it really trained on
 
 
 def test_a_checkpoint_is_atomic(tmp_path, monkeypatch):
@@ -117,8 +117,8 @@ def test_resume_with_another_config_names_the_fix(mnist, tmp_path, kw, message):
 
 def test_bad_fault_options_name_the_fix(mnist):
     x, y = mnist
-    with pytest.raises(ValueError, match="0 <= worker < world_size=2"):
-        fit(x, y, world_size=2, fail_at=(2, 0))
+    with pytest.raises(ValueError, match="0 <= worker < p=2"):
+        fit(x, y, p=2, fail_at=(2, 0))
     with pytest.raises(ValueError, match="needs a checkpoint_dir"):
         fit(x, y, checkpoint_every=5)
     replica = dataparallel.Replica(tiny(0), dataparallel.make_optimizer("sgd", 0.1))
@@ -182,24 +182,24 @@ def test_a_dead_rank_stops_a_ring_but_not_a_server_with_a_deadline():
 def test_straggler_times_equal_the_closed_form(algorithm, link):
     nbytes = 4 * 8192
     for p in (4, 8):
-        assert fault.straggler_time(algorithm, p, nbytes, 0.0, 1, link) == pytest.approx(
+        assert fault.straggler_time(algorithm, nbytes, p, 0.0, 1, link) == pytest.approx(
             cost.allreduce_time(algorithm, nbytes, p, link), rel=1e-9
         )
         for slow in (0, 1, 2, p - 1):
             for delay in (1e-5, 3e-4, 2e-3):
-                got = fault.straggler_time(algorithm, p, nbytes, delay, slow, link)
-                want = fault.straggler_closed_form(algorithm, p, nbytes, delay, slow, link)
+                got = fault.straggler_time(algorithm, nbytes, p, delay, slow, link)
+                want = fault.straggler_closed_form(algorithm, nbytes, p, delay, slow, link)
                 assert got == pytest.approx(want, rel=1e-9), (p, slow, delay)
     with pytest.raises(ValueError, match="use 0..3"):
-        fault.straggler_time(algorithm, 4, nbytes, 0.1, slow_rank=4)
+        fault.straggler_time(algorithm, nbytes, 4, 0.1, slow_rank=4)
 
 
 def test_a_server_hides_a_small_delay_of_its_last_worker():
     link, n, p = cost.Link(1e-5, 1e-9), 4 * 8192, 8
     c = link.message_time(n)
-    t = [fault.straggler_time("ps", p, n, d, p - 1, link) for d in (0.0, 5 * c, 7 * c)]
+    t = [fault.straggler_time("ps", n, p, d, p - 1, link) for d in (0.0, 5 * c, 7 * c)]
     assert t[0] == pytest.approx(t[1], rel=1e-12) and t[2] == pytest.approx(t[0] + c, rel=1e-9)
-    fig = fault.plot_stragglers(4, n, [0.0, 1e-4], link=link)
+    fig = fault.plot_stragglers(n, 4, [0.0, 1e-4], link=link)
     assert fig.axes[0].get_title() and len(fig.axes[0].lines) == len(collectives.ALGORITHMS) + 1
 
 
@@ -256,8 +256,13 @@ def test_mpi_a_killed_rank_ends_the_job_and_a_restart_with_fewer_finishes(tmp_pa
     done = _mpi(tmp_path, 2, "--resume")
     assert done.returncode == 0, done.stderr[-2000:]
     final = fault.load_checkpoint(tmp_path / "ckpt")
-    assert final.step == 8 and final.config["world_size"] == 2 and len(final.history["loss"]) == 8
+    assert final.step == 8 and final.config["p"] == 2 and len(final.history["loss"]) == 8
     x, y = data.load("mnist", n=192, verbose=False)
-    whole = train.train(x, y, world_size=3, batch_size=48, epochs=2, progress=False)  # never interrupted
+    whole = train.train(x, y, p=3, batch_size=48, epochs=2, progress=False)  # never interrupted
     for a, b in zip(final.weights, whole.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_straggler_called_in_the_old_order_names_the_order_instead_of_starting_two_million_threads():
+    with pytest.raises(ValueError, match=r"\(algorithm, nbytes, p, link\)"):
+        fault.straggler_time("ring", 4, 2 * 2**20, 1e-3)  # (algorithm, p, nbytes, ...): p would be 2,097,152

@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import cost, measure
+from labkit import cost
+from labkit.comm import mpirun
 from labkit.lessons import practice
 
 
@@ -33,10 +34,10 @@ def test_predicted_epoch_is_shared_compute_plus_all_reduces():
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(measure.mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
+@pytest.mark.skipif(mpirun.mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
 def test_launch_trains_under_mpiexec_and_reads_the_history_back():
     h = practice.launch(2, dataset="mnist", epochs=1, n_train=256, n_test=100, batch_size=64)
     assert h["identical"] and len(h["checksums"]) == 2
-    assert h["config"]["world_size"] == 2 and h["steps_per_epoch"] == 4
+    assert h["config"]["p"] == 2 and h["steps_per_epoch"] == 4
     with pytest.raises(RuntimeError, match="failed"):
         practice.launch(2, dataset="mnist", epochs=1, n_train=256, batch_size=63)

@@ -62,7 +62,7 @@ def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
 def test_p_workers_equal_one_worker_with_the_combined_batch(mnist, optimizer, lr, p):
     x, y = mnist
     want, losses = keras_one_worker(x, y, optimizer, lr, epochs=2)
-    h = run(x, y, world_size=p, optimizer=optimizer, learning_rate=lr, epochs=2)
+    h = run(x, y, p=p, optimizer=optimizer, learning_rate=lr, epochs=2)
     assert h.identical and len(h.checksums) == p  # every replica bit for bit the same
     assert_same_weights(h.weights, want)
     np.testing.assert_allclose(h.loss, losses, rtol=1e-5)
@@ -77,7 +77,7 @@ def test_in_float64_p_workers_agree_with_one_to_rounding_of_float64(mnist):
         keras.config.set_floatx(floatx)
         keras.config.set_dtype_policy(floatx)  # Keras keeps the policy it made first, from floatx at that time
         try:
-            one, four = run(x, y, world_size=1, epochs=2), run(x, y, world_size=4, epochs=2)
+            one, four = run(x, y, p=1, epochs=2), run(x, y, p=4, epochs=2)
         finally:
             keras.config.set_floatx("float32")
             keras.config.set_dtype_policy("float32")
@@ -89,7 +89,7 @@ def test_in_float64_p_workers_agree_with_one_to_rounding_of_float64(mnist):
 def test_one_worker_is_keras_bit_for_bit(mnist):
     x, y = mnist
     want, losses = keras_one_worker(x, y, "adam", 1e-3)
-    h = run(x, y, world_size=1)
+    h = run(x, y, p=1)
     assert all(np.array_equal(u, v) for u, v in zip(h.weights, want, strict=True))
     assert h.loss == losses and h.bytes_sent == [0] * 4 and h.modelled_seconds == [0.0] * 4
 
@@ -98,8 +98,8 @@ def test_one_worker_is_keras_bit_for_bit(mnist):
 def test_each_algorithm_same_weights_bytes_and_time_of_the_cost_model(mnist, algorithm):
     x, y = mnist
     p, link = 4, cost.Link(alpha=1e-5, beta=1e-9, gamma=1e-10)
-    h = run(x, y, world_size=p, algorithm=algorithm, link=link)
-    ring = run(x, y, world_size=p, algorithm="ring", link=link) if algorithm != "ring" else h
+    h = run(x, y, p=p, algorithm=algorithm, link=link)
+    ring = run(x, y, p=p, algorithm="ring", link=link) if algorithm != "ring" else h
     assert h.identical
     assert_same_weights(h.weights, ring.weights)
     assert h.nparams == NPARAMS and h.steps_per_epoch == len(x) // BATCH
@@ -114,7 +114,7 @@ class TopK:
         self.k, self.seen = k, []
 
     def compress(self, grad, state):
-        self.seen.append((state["rank"], state["world_size"], state["step"]))
+        self.seen.append((state["rank"], state["p"], state["step"]))
         g = grad + state.get("residual", 0)
         idx = np.sort(np.argpartition(np.abs(g), -self.k)[-self.k :]).astype(np.int32)
         state["residual"] = g.copy()
@@ -131,13 +131,13 @@ class TopK:
 def test_compressors_follow_the_protocol_and_count_their_bytes(mnist):
     x, y = mnist
     p, link = 4, cost.Link(alpha=1e-5, beta=1e-9)
-    exact = run(x, y, world_size=p, link=link)
-    half = run(x, y, world_size=p, link=link, compressor=dataparallel.Float16())  # summable: all-reduced
+    exact = run(x, y, p=p, link=link)
+    half = run(x, y, p=p, link=link, compressor=dataparallel.Float16())  # summable: all-reduced
     assert half.identical and half.bytes_sent == [b // 2 for b in exact.bytes_sent]
     assert half.modelled_seconds == pytest.approx([cost.allreduce_time("ring", 2 * NPARAMS, p, link)] * 4)
     assert_same_weights(half.weights, exact.weights, rtol=0, atol=1e-4)  # close, not equal: float16 rounds
     topk = TopK(k=100)
-    sparse = run(x, y, world_size=p, link=link, compressor=topk)  # not summable: all-gathered
+    sparse = run(x, y, p=p, link=link, compressor=topk)  # not summable: all-gathered
     assert sparse.identical  # every worker decompressed the same p payloads in the same order
     assert sparse.bytes_sent == [(p - 1) * 100 * 8] * 4  # a ring all-gather forwards p − 1 payloads
     assert sparse.modelled_seconds == pytest.approx([dataparallel.exchange_time("ring", [800] * p, link, True)] * 4)
@@ -147,7 +147,7 @@ def test_compressors_follow_the_protocol_and_count_their_bytes(mnist):
 
 def test_lr_schedule_warmup_and_callbacks(mnist):
     x, y = mnist
-    frozen = run(x, y, world_size=2, lr_schedule=lambda step: 0.0)
+    frozen = run(x, y, p=2, lr_schedule=lambda step: 0.0)
     assert_same_weights(frozen.weights, tiny(0).get_weights(), rtol=0, atol=0)
     assert train.warmup(1.0, 4)(0) == 0.25 and train.warmup(1.0, 4)(10) == 1.0
 
@@ -163,7 +163,7 @@ def test_lr_schedule_warmup_and_callbacks(mnist):
 
     rec, out, log = Recorder(), io.StringIO(), io.StringIO()
     bars = [train.Progress(stream=out, live=True), train.Progress(stream=log)]  # log: not a terminal, no bar
-    h = run(x, y, world_size=2, epochs=2, callbacks=[rec, *bars], test=(x[:50], y[:50]))
+    h = run(x, y, p=2, epochs=2, callbacks=[rec, *bars], test=(x[:50], y[:50]))
     assert rec.steps == list(range(1, 9)) and rec.epochs == [(1, 1), (2, 2)]
     assert "epoch 2/2" in out.getvalue() and "test accuracy" in out.getvalue() and "█ 4/4" in out.getvalue()
     assert "█" not in log.getvalue() and log.getvalue().count("\n") == 2
@@ -175,13 +175,14 @@ def test_lr_schedule_warmup_and_callbacks(mnist):
     "kw, message",
     [
         (
-            {"world_size": 3, "batch_size": 64},
+            {"p": 3, "batch_size": 64},
             "cannot be split evenly over 3 workers: use a multiple of 3, such as 63 or 66",
         ),
-        ({"world_size": 0}, "world_size .* >= 1"),
-        ({"world_size": 2.0}, "world_size .* whole number"),
+        ({"p": 0}, "p .* >= 1"),
+        ({"p": 2.0}, "p .* whole number"),
         ({"algorithm": "butterfly"}, "unknown algorithm 'butterfly': use one of"),
-        ({"transport": "shm"}, "unknown transport 'shm'"),
+        ({"transport": "shm"}, r"train does not run on transport='shm': use one of \('sim', 'mpi'\)"),
+        ({"transport": "tcp"}, "unknown transport 'tcp'"),
         ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
         ({"epochs": 0}, "epochs .* >= 1"),
         ({"learning_rate": -1.0}, "learning_rate must be a number > 0"),
@@ -210,7 +211,7 @@ def test_bad_data_says_what_to_do(mnist):
             return grad.astype(np.float16), grad.nbytes // 2
 
     with pytest.raises(Exception, match="must return one numeric NumPy array .* got tuple"):
-        run(x, y, world_size=2, compressor=Tuple())
+        run(x, y, p=2, compressor=Tuple())
 
 
 def test_command_line_alone_and_its_errors(tmp_path, capsys):
@@ -218,7 +219,7 @@ def test_command_line_alone_and_its_errors(tmp_path, capsys):
     argv = ["--n-train", "128", "--n-test", "100", "--batch-size", "32", "--world-size", "2", "--quiet"]
     assert train.main([*argv, "--algorithm", "tree", "--out", str(out)]) == 0
     got = json.loads(out.read_text())
-    assert got["identical"] and got["config"]["world_size"] == 2 and got["config"]["algorithm"] == "tree"
+    assert got["identical"] and got["config"]["p"] == 2 and got["config"]["algorithm"] == "tree"
     assert len(got["loss"]) == 4 and len(got["epoch_accuracy"]) == 1
     with pytest.raises(SystemExit):
         train.main(["--world-size", "3", "--batch-size", "64"])
@@ -235,11 +236,11 @@ def test_mpi_run_ends_with_identical_weights_and_equals_the_sim(tmp_path):
     done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(out.read_text())
-    assert got["config"]["transport"] == "mpi" and got["config"]["world_size"] == 2
+    assert got["config"]["transport"] == "mpi" and got["config"]["p"] == 2
     assert len(got["checksums"]) == 2 and got["identical"], got["checksums"]
     n = 4 * models.param_count(models.article_mlp())
     assert got["bytes_sent"] == [cost.bytes_sent_per_rank("ring", n, 2)] * 8
     assert got["modelled_seconds"] == pytest.approx([cost.allreduce_time("ring", n, 2, cost.DEFAULT_LINK)] * 8)
     x, y = data.load("mnist", n=256, verbose=False)
-    sim = train.train(x, y, world_size=2, batch_size=32, progress=False)  # the same run, simulated
+    sim = train.train(x, y, p=2, batch_size=32, progress=False)  # the same run, simulated
     np.testing.assert_allclose(got["loss"], sim.loss, rtol=1e-4)

@@ -231,13 +231,13 @@ class SimComm(EagerComm):
 
 def run_sim(
     fn: Callable[..., Any],
-    world_size: int,
+    p: int,
     link: Any = None,
     timeout: float = 30.0,
     args: tuple = (),
     payloads: bool = False,
 ) -> Run:
-    """Run ``fn(comm, *args)`` on ``world_size`` simulated ranks; the time is modelled on ``link``.
+    """Run ``fn(comm, *args)`` on ``p`` simulated ranks; the time is modelled on ``link``.
 
     ``link=None`` means `labkit.cost.DEFAULT_LINK`. A rank that raises makes every other rank's next
     communication raise `CommError`, a deadlock raises it on every waiting rank at once, and ``timeout`` (wall
@@ -249,10 +249,10 @@ def run_sim(
     link = cost.DEFAULT_LINK if link is None else link
     if not isinstance(link, cost.Link):
         raise TypeError(f"link must be a labkit.cost.Link (e.g. cost.preset('10 GbE')), got {link!r}")
-    world = _World(world_size, link, timeout, payloads)
+    world = _World(p, link, timeout, payloads)
     threads = [
         threading.Thread(target=world.main, args=(r, fn, args), name=f"labkit-sim-rank-{r}", daemon=True)
-        for r in range(world_size)
+        for r in range(p)
     ]
     interrupted = False
     try:

@@ -316,7 +316,7 @@ def _busiest(fn: Callable, p: int) -> int:
 
 
 def wire_bytes(
-    compressor, size: int, world_size: int, algorithm: str = "ring", shapes: list | None = None, seed: int = 0
+    compressor, size: int, p: int, algorithm: str = "ring", shapes: list | None = None, seed: int = 0
 ) -> int:
     """Bytes the busiest worker sends in one step for a gradient of ``size`` float32 values (None: uncompressed).
 
@@ -324,11 +324,11 @@ def wire_bytes(
     a ring; all-reduced ones (and PowerSGD's two all-reduces) are run on the simulator with ``algorithm`` and the
     busiest rank's bytes counted, which is exact also when the payload does not split evenly into p chunks.
     """
-    size, p = _whole(size, "size", "the number of gradient values"), _whole(world_size, "world_size", "e.g. 4")
+    size, p = _whole(size, "size", "the number of gradient values"), _whole(p, "p", "the number of workers, e.g. 4")
     if algorithm not in collectives.ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}: use one of {list(collectives.ALGORITHMS)}")
     grad = np.random.default_rng(seed).standard_normal(size).astype(np.float32)
-    state = lambda: {"rank": 0, "world_size": p, "step": 0, **({"shapes": shapes} if shapes else {})}  # noqa: E731
+    state = lambda: {"rank": 0, "p": p, "step": 0, **({"shapes": shapes} if shapes else {})}  # noqa: E731
     if compressor is None:
         return _busiest(lambda c: collectives.allreduce(grad, c, algorithm=algorithm), p)
     if hasattr(compressor, "allreduce"):

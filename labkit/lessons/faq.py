@@ -19,10 +19,10 @@ from labkit.comm import mpirun
 KIT = Path(__file__).resolve().parents[2]  # the kit: labkit/lessons/this file
 
 
-def comm_failure(fn: Callable[..., Any], world_size: int = 2, transport: str = "sim", timeout: float = 5.0) -> str:
+def comm_failure(fn: Callable[..., Any], p: int = 2, transport: str = "sim", timeout: float = 5.0) -> str:
     """The message of the `CommError` that a run of ``fn`` ends with (RuntimeError if it ends without one)."""
     try:
-        comm.run(fn, world_size, transport=transport, timeout=timeout)
+        comm.run(fn, p, transport=transport, timeout=timeout)
     except comm.CommError as e:
         return str(e)
     raise RuntimeError(f"the run of {getattr(fn, '__name__', fn)} finished without a CommError")

@@ -42,7 +42,7 @@ class Compressor(Protocol):
       NumPy array of any numeric dtype (float16 values, int32 indices then float32 values viewed as bytes, bits
       packed with np.packbits, …). ``payload.nbytes`` is exactly what travels and what the trace counts: pack it as
       tightly as you claim it is. ``state`` is this worker's own dict, kept from step to step (error feedback keeps
-      its residual there); the trainer fills in ``state["rank"]``, ``state["world_size"]`` and ``state["step"]``.
+      its residual there); the trainer fills in ``state["rank"]``, ``state["p"]`` and ``state["step"]``.
     - ``decompress(payload, size) -> grad``: a float32 vector of ``size`` values from one payload.
     - ``summable`` (optional, default False): True if payloads add up elementwise, like float16 values (or random-k
       with indices every worker draws alike); they are then all-reduced with the chosen algorithm and decompressed
@@ -218,7 +218,7 @@ class SimWorkers:
     rank = 0  # the replica whose weights History reports (all are identical)
 
     def __init__(self, model_fn: Callable[[int], keras.Model], config: Any) -> None:
-        self.config, self.p = config, config.world_size
+        self.config, self.p = config, config.p
         self.link = config.link or cost.DEFAULT_LINK
         self.replicas = [
             Replica(model_fn(config.seed), make_optimizer(config.optimizer, config.learning_rate))
@@ -230,7 +230,7 @@ class SimWorkers:
         ):  # as Horovod's broadcast_variables: rank 0's weights
             replica.set_weights_vector(flat)
         shapes = [tuple(v.shape) for v in self.replicas[0].variables]  # the flat gradient's layers, for PowerSGD
-        self.states = [{"rank": r, "world_size": self.p, "shapes": shapes} for r in range(self.p)]
+        self.states = [{"rank": r, "p": self.p, "shapes": shapes} for r in range(self.p)]
 
     @property
     def model(self) -> keras.Model:
@@ -299,16 +299,15 @@ class MPIWorker:
         self.config = config
         self.comm = SentCounter(c if c is not None else comm.from_mpi(timeout=config.timeout))
         self.rank, self.p = self.comm.rank, self.comm.size
-        if config.world_size != self.p:
+        if config.p != self.p:
             raise ValueError(
-                f"world_size={config.world_size} but mpiexec started {self.p} process(es): pass world_size={self.p}"
-                f" (or run mpiexec -n {config.world_size})"
+                f"p={config.p} but mpiexec started {self.p} process(es): pass p={self.p} (or run mpiexec -n {config.p})"
             )
         self.link = config.link or cost.DEFAULT_LINK
         self.replica = Replica(model_fn(config.seed), make_optimizer(config.optimizer, config.learning_rate))
         self.replica.set_weights_vector(_rank_broadcast(self.comm, weights_vector(self.model)))
         shapes = [tuple(v.shape) for v in self.replica.variables]  # the flat gradient's layers, for PowerSGD
-        self.state = {"rank": self.rank, "world_size": self.p, "shapes": shapes}
+        self.state = {"rank": self.rank, "p": self.p, "shapes": shapes}
 
     @property
     def model(self) -> keras.Model:

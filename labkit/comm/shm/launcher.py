@@ -207,8 +207,8 @@ def _orphan(name: str) -> bool:
     return False
 
 
-def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args: tuple = ()) -> Run:
-    """Run ``fn(comm, *args)`` in ``world_size`` processes that communicate through shared memory; measure it.
+def run_shm(fn: Callable[..., Any], p: int, timeout: float = 30.0, args: tuple = ()) -> Run:
+    """Run ``fn(comm, *args)`` in ``p`` processes that communicate through shared memory; measure it.
 
     ``run.time`` is max(end) − min(start) of the fn calls, which start after a barrier; ``run.trace`` has every
     message received, with times relative to the earliest start. fn and args travel by value (cloudpickle), so
@@ -218,7 +218,7 @@ def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args
     if sys.platform == "win32":  # segments vanish with their last handle there, and there is no sched_yield
         raise CommError("transport='shm' needs Linux or macOS: on Windows use WSL, or transport='sim'")
     _sweep_orphans()
-    ctx, lay = _context(), _Layout(world_size)
+    ctx, lay = _context(), _Layout(p)
     prefix = f"labkit_{os.getpid()}_{next(_RUNS)}"
     payload = cloudpickle.dumps((fn, tuple(args)))
     tmp = tempfile.mkdtemp(prefix=prefix + "_tmp")
@@ -230,11 +230,11 @@ def run_shm(fn: Callable[..., Any], world_size: int, timeout: float = 30.0, args
     procs: list[Any] = []
     conns: list[Any] = []
     try:
-        for r in range(world_size):
+        for r in range(p):
             parent_end, child_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_rank_main,
-                args=(prefix, r, world_size, timeout, payload, child_end, tmp),
+                args=(prefix, r, p, timeout, payload, child_end, tmp),
                 name=f"labkit-shm-rank-{r}",
                 daemon=True,
             )

@@ -31,7 +31,7 @@ MIB = 2**20
     ],
 )
 def ring_straggler_extra_ms():
-    return fault.straggler_time("ring", 4, 2 * MIB, 3e-3, slow_rank=2) * 1e3
+    return fault.straggler_time("ring", 2 * MIB, 4, 3e-3, slow_rank=2) * 1e3
 
 
 @exercise(
