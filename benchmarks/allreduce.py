@@ -9,7 +9,7 @@ Times are medians over repeats after warm-up; one repeat is a barrier, then the 
 time is the slowest rank's. algbw = n / t and busbw = algbw · 2(p−1)/p (nccl-tests). Three models, each
 `labkit.cost.allreduce_time` on a fitted link: the naive one, on the link `labkit.cost.fit_link` fits to a ping-pong
 (one message, the other core idle); on the link fitted to a ring step with every rank busy; and on the cache or the
-memory link of `labkit.cost.fit_link_regimes`, whichever holds the all-reduce's bytes. Each round's links judge that
+memory link of `regimes.fit_link_regimes`, whichever holds the all-reduce's bytes. Each round's links judge that
 round's times (the machine's speed changes between rounds), and within a round every measurement takes its repeats
 in turns interleaved with all the others' (it changes within a round too). The MPI part runs
 this script again under ``mpiexec -n p``; TensorFlow runs in a process of its own (it is never loaded beside the
@@ -33,10 +33,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # allreduce_report, beside this script
 
+import fitting  # noqa: E402  (the benchmarks' measuring: steps=, reduce steps, the cache's size)
+import regimes  # noqa: E402
 from allreduce_report import report, unreachable  # noqa: E402, F401  (unreachable: tests call it from here)
 
 from labkit import collectives, comm, cost  # noqa: E402
-from labkit import measure as lkm  # noqa: E402
+from labkit.comm import mpirun  # noqa: E402
 from labkit.measure import timed  # noqa: E402  (every repeat: the slowest rank, after a barrier)
 
 SIZES = [1000, 16384, 262144, 1048576, 4194304, 10_000_000, 16777216]  # float32 values: 4 kB … 64 MiB
@@ -82,9 +84,9 @@ def link_jobs(c, quick: bool) -> dict:
     reduce-scatter step (send, and out ← mine + incoming), for every size in PINGPONG: the data for the links and γ."""
     steps = {"steps": max(1, c.size - 1)}  # ring steps back to back, as in a ring's reduce-scatter or all-gather
     kinds = {
-        "ping-pong": lkm.pingpong_times,
-        "exchange": lambda *a: lkm.exchange_times(*a, **steps),
-        "reduce": lambda *a: lkm.reduce_step_times(*a, **steps),
+        "ping-pong": fitting.pingpong_times,
+        "exchange": lambda *a: fitting.exchange_times(*a, **steps),
+        "reduce": lambda *a: fitting.reduce_step_times(*a, **steps),
     }
     return {
         (kind, n): (lambda k, f=f, m=4 * n: [f(c, [m], k)[m]], repeats(n, quick))
@@ -215,7 +217,7 @@ def fit(medians: dict, p: int, cache: int | None) -> dict:
     receive (out ← mine + incoming, in the same pass that takes the message out of the mailbox), so γ is what that
     adds to a step: the slope of (reduce step − exchange step) over the message size. With the cache's size known,
     "cache" and "memory" are the exchange link and γ fitted on each side of the last-level cache
-    (`cost.fit_link_regimes`, one α for both; footprint: every rank's send and receive buffers, 2pm bytes for
+    (`regimes.fit_link_regimes`, one α for both; footprint: every rank's send and receive buffers, 2pm bytes for
     messages of m).
     """
 
@@ -230,9 +232,9 @@ def fit(medians: dict, p: int, cache: int | None) -> dict:
         line = cost.fit_link(*points(kind))
         links[kind] = cost.Link(line.alpha, line.beta, _slope(extra))
     if cache:
-        by = cost.fit_link_regimes(sizes, times, [2 * p * m for m in sizes], cache)
-        for name in cost.REGIMES:
-            mine = [(m, d) for m, d in extra if cost.regime(2 * p * m, cache) == name]
+        by = regimes.fit_link_regimes(sizes, times, [2 * p * m for m in sizes], cache)
+        for name in regimes.REGIMES:
+            mine = [(m, d) for m, d in extra if regimes.regime(2 * p * m, cache) == name]
             links[name] = cost.Link(by[name].alpha, by[name].beta, _slope(mine))
     return links
 
@@ -286,8 +288,11 @@ def measure(args) -> tuple[list[dict], dict]:
     predictions of its own times (a virtual machine's cores can change speed between rounds), and a row shows
     the round with the median error.
     """
-    rows, info = [], {"memcpy": memcpy_bandwidth(), "links": {}, "notes": [], "cache": lkm.cache_bytes(), "medians": {}}
-    mpiexec = lkm.mpiexec()
+    rows, info = (
+        [],
+        {"memcpy": memcpy_bandwidth(), "links": {}, "notes": [], "cache": fitting.cache_bytes(), "medians": {}},
+    )
+    mpiexec = mpirun.mpiexec()
     if args.no_tf:
         info["notes"].append("tf.distribute skipped (--no-tf)")
     for p in args.p:
@@ -336,7 +341,7 @@ def _models(times: dict, p: int, cache: int | None) -> dict:
                 continue
             model = {kind: cost.allreduce_time(algorithm, 4 * n, p, link) for kind, link in links.items()}
             if cache and "cache" in model:
-                model["regime"] = model[cost.regime(cost.allreduce_footprint(4 * n, p), cache)]
+                model["regime"] = model[regimes.regime(regimes.allreduce_footprint(4 * n, p), cache)]
             out[(e, algorithm, n)] = model
     return out
 
@@ -370,7 +375,7 @@ def main() -> None:
         return mpi_worker(args)
     if args.tf_worker:
         return tf_worker(args)
-    lkm.wait_idle(args.wait_idle)
+    fitting.wait_idle(args.wait_idle)
     load_before = os.getloadavg()
     rows, info = measure(args)
     info["load"] = (load_before, os.getloadavg())

@@ -45,7 +45,7 @@ def report(rows: list[dict], info: dict, args) -> str:
         " `sendrecv_into` with every rank busy, timed p − 1 in a row as the ring takes them; γ: what one"
         " reduce-scatter step, `sendrecv_reduce`, takes more than an exchange step, per byte (its slope over the"
         " sizes); cache and memory: the exchange link and γ fitted on"
-        f" each side of the {_cache(info['cache'])} last-level cache, `cost.fit_link_regimes`):",
+        f" each side of the {_cache(info['cache'])} last-level cache, `regimes.fit_link_regimes`):",
         "",
     ]
     for (p, engine), kinds in sorted(info["links"].items()):
@@ -59,7 +59,7 @@ def report(rows: list[dict], info: dict, args) -> str:
         " (nccl-tests); busbw/copy = busbw over the NumPy copy bandwidth; ×MPI = time / MPI_Allreduce's time (< 1:"
         " faster); model = `cost.allreduce_time` on the ping-pong link, model×  on the ring-exchange link, both"
         " with the fitted γ; model c/m on the cache or the memory link, whichever holds the all-reduce's 2pn bytes"
-        " (`cost.allreduce_footprint`); each with its error (model − measured) / measured. The models are judged"
+        " (`regimes.allreduce_footprint`); each with its error (model − measured) / measured. The models are judged"
         " round by round: each round's own link measurements, taken in turns interleaved with the all-reduces', predict"
         " that round's times (the links above are"
         " fitted to the best times over all rounds), and each row shows the round with the median error (its error is"

@@ -5,18 +5,18 @@
     python benchmarks/inference.py --quick           # p = 2, 1 round, fewer repeats (about a minute)
     python benchmarks/inference.py --wait-idle 300   # first wait for a quiet machine
 
-Every time is `labkit.serving.measure_serving`'s: a barrier, the batch on every rank, a barrier (a batch is done when
+Every time is `serving_fit.measure_serving`'s: a barrier, the batch on every rank, a barrier (a batch is done when
 every rank is), the median of the slowest rank's times less the fastest empty barrier, after a warm-up
-(`serving.batch_time`); each rank is a process with one BLAS thread. A round measures everything once;
-each row keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
-`serving.predict_time` on two fitted models: the device (`serving.fit_device` on every rank serving a whole batch
-at once, "replicas", so that it computes as crowded as in the schemes; for the tensor split
-`serving.fit_shard_device` on every rank computing its shards at once, "shards", each after reading a cache-sized
-array as after a collective) and the link
-(`serving.fit_ring_link`, from labkit's ring all-reduce measured on the same transport by `labkit.measure`, so that
-α includes what a collective costs in Python beyond one message; the column pieces' all-gathers on a link fitted to
-labkit's all-gather, `serving.fit_gather_link`; the pipeline's single messages on the ping-pong link measured beside
-it, and each stage's sends on the sender's side of a message, `measure.send_times`).
+(`serving_fit.batch_time`); each rank is a process with one BLAS thread. A round measures everything once; each row
+keeps its best median over the rounds (other work on the machine only ever adds time). The prediction is
+`serving_fit.predict_time_fitted` on two fitted models: the device (`serving_fit.fit_device` on every rank serving
+a whole batch at once, "replicas", so that it computes as crowded as in the schemes; for the tensor split
+`serving_fit.fit_shard_device` on every rank computing its shards at once, "shards", each after reading a
+cache-sized array as after a collective) and the link (`serving_fit.fit_ring_link`, from labkit's ring all-reduce
+measured on the same transport by `fitting.measure_shm`, so that α includes what a collective costs in Python
+beyond one message; the column pieces' all-gathers on a link fitted to labkit's all-gather,
+`serving_fit.fit_gather_link`; the pipeline's single messages on the ping-pong link measured beside it, and each
+stage's sends on the sender's side of a message, `fitting.send_times`).
 The weights are random with the article's shapes and activations (times do not depend on their values). Writes
 benchmarks/results/inference.md.
 """
@@ -34,7 +34,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import cost, measure  # noqa: E402
+import fitting  # noqa: E402  (the ring, all-gather, ping-pong and send times the model is fitted to)
+import serving_fit  # noqa: E402  (the schemes measured, and the model fitted to them)
+
+from labkit import cost  # noqa: E402
+from labkit.comm import mpirun  # noqa: E402
 from labkit.parallel import serving
 from labkit.parallel import tensor as tp
 
@@ -68,19 +72,19 @@ def measure_all(args) -> dict:
     single, times, ring, pingpong, sends, gathers, check = {}, {}, {}, {}, {}, {}, {}
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}: one rank", flush=True)
-        one = serving.measure_serving(layers, 1, x, ("single",), args.batches, repeats=repeats)
+        one = serving_fit.measure_serving(layers, 1, x, ("single",), args.batches, repeats=repeats)
         single = best(single, one.times)
         for transport in args.transports:
             for p in args.p:
                 key = (transport, p)
                 print(f"round {k + 1}/{args.rounds}: {transport}, p = {p}", flush=True)
-                fit = (measure.measure_shm if transport == "shm" else measure.measure_mpi)(
+                fit = (fitting.measure_shm if transport == "shm" else fitting.measure_mpi)(
                     p,
                     algorithms=("ring",),
-                    sizes=serving.RING_SIZES,
-                    pingpong_sizes=serving.P2P_SIZES,
+                    sizes=serving_fit.RING_SIZES,
+                    pingpong_sizes=serving_fit.P2P_SIZES,
                     repeats=5 if args.quick else 20,
-                    gather_sizes=serving.GATHER_SIZES,
+                    gather_sizes=serving_fit.GATHER_SIZES,
                     off_cache=args.off_cache,
                 )
                 check[key] = min(fit.check, check.get(key, np.inf))
@@ -91,34 +95,38 @@ def measure_all(args) -> dict:
                     best(gathers.get(key, {}), fit.allgather),
                 )
                 schemes = [s for s in SCHEMES if s != "pipeline" or p <= len(layers)] + ["replicas"]
-                got = serving.measure_serving(
+                got = serving_fit.measure_serving(
                     layers, p, x, schemes, args.batches, transport, repeats, shards=True, off_cache=args.off_cache
                 )
                 for (scheme, b), out in got.outputs.items():  # a fast wrong answer is no answer
                     assert np.allclose(out, reference[:b], atol=1e-5), (transport, p, scheme, b)
                 times[key] = best(times.get(key, {}), got.times)
-    device = serving.fit_device(serving.Measured("shm", 1, single, {}), layers)
+    device = serving_fit.fit_device(serving_fit.ServingMeasurement("shm", 1, single, {}), layers)
     shard_devices = {  # what a tensor-parallel rank computes at: its narrow shards, timed alone
-        p: serving.fit_shard_device(serving.shard_times(layers, p, args.batches, off_cache=args.off_cache), layers, p)
+        p: serving_fit.fit_shard_device(
+            serving_fit.shard_times(layers, p, args.batches, off_cache=args.off_cache), layers, p
+        )
         for p in args.p
     }
     loaded, loaded_shards = {}, {}  # what a rank computes at while p ranks work at once: "replicas", "shards"
     for (transport, p), got in times.items():
         replicas = {k: t for k, t in got.items() if k[0] == "replicas"}
-        loaded[(transport, p)] = serving.fit_device(serving.Measured(transport, p, replicas, {}), layers)
+        loaded[(transport, p)] = serving_fit.fit_device(
+            serving_fit.ServingMeasurement(transport, p, replicas, {}), layers
+        )
         shards = {b: t for (s, b), t in got.items() if s == "shards"}
-        loaded_shards[(transport, p)] = serving.fit_shard_device(shards, layers, p)
+        loaded_shards[(transport, p)] = serving_fit.fit_shard_device(shards, layers, p)
     links = {}  # fitted to each size's best time over the rounds, as every row keeps its best
     for key, ring_times in ring.items():
-        m = measure.Measurement(
+        m = fitting.Measurement(
             *key, pingpong[key], allreduce=ring_times, check=check[key], send=sends[key], allgather=gathers[key]
         )
         links[key] = (
-            serving.fit_ring_link(m),
+            serving_fit.fit_ring_link(m),
             m.link("pingpong", with_gamma=False),
             m.check,
             m.link("send", with_gamma=False),  # what a pipeline stage spends handing on each micro-batch
-            serving.fit_gather_link(m),  # the column split's all-gather, with its own setup
+            serving_fit.fit_gather_link(m),  # the column split's all-gather, with its own setup
         )
     return {
         "layers": layers,
@@ -164,35 +172,35 @@ def report(found: dict, args, info: dict) -> str:
         f"**This machine has {os.cpu_count()} cores: at most {os.cpu_count()} ranks run at once.** With more ranks "
         "than cores the ranks take turns on the cores, and those rows show what oversubscription costs, not what as "
         "many devices would do. The model is told so by measuring it: every rank serving the whole batch at once "
-        '("replicas") gives the device a rank is while p ranks work (`serving.fit_device` on those times), and the '
-        "data and pipeline rows are computed on it; for the tensor split, every rank computing its shards at once "
-        '("shards", `serving.fit_shard_device`). p / cores, `serving.shared_device`, is what it would be if turns '
-        "were free. The links were measured with the same crowding.",
+        '("replicas") gives the device a rank is while p ranks work (`serving_fit.fit_device` on those times), and '
+        "the data and pipeline rows are computed on it; for the tensor split, every rank computing its shards at once "
+        '("shards", `serving_fit.fit_shard_device`). p / cores, `serving_fit.shared_device`, is what it would be if '
+        "turns were free. The links were measured with the same crowding.",
         "",
-        f"Device fitted to one rank's times (`serving.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
+        f"Device fitted to one rank's times (`serving_fit.fit_device`): {device.flops / 1e9:.1f} GFLOP/s and "
         f"{device.overhead * 1e6:.2f} µs per layer call; for the tensor split, fitted to rank 0's shards timed alone "
-        "(`serving.shard_times`, `serving.fit_shard_device`: narrow products run slower): "
+        "(`serving_fit.shard_times`, `serving_fit.fit_shard_device`: narrow products run slower): "
         + ", ".join(
             f"p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
             for p, d in sorted(found["shard_devices"].items())
         )
-        + '. Under load (`serving.fit_device` on "replicas"): '
+        + '. Under load (`serving_fit.fit_device` on "replicas"): '
         + ", ".join(
             f"{t} p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
             for (t, p), d in sorted(found["loaded"].items())
         )
-        + '; the tensor split\'s shards under load (`serving.fit_shard_device` on "shards"): '
+        + '; the tensor split\'s shards under load (`serving_fit.fit_shard_device` on "shards"): '
         + ", ".join(
             f"{t} p = {p} {d.flops / 1e9:.1f} GFLOP/s and {d.overhead * 1e6:.2f} µs"
             for (t, p), d in sorted(found["loaded_shards"].items())
         )
-        + ". Links fitted to labkit's ring all-reduce of 1 kB to 1 MB (`serving.RING_SIZES`, "
-        "`serving.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
-        "its own, `measure.check_time`, and counted once per collective) and to a ping-pong of 1 kB to 256 kB (the "
-        "pipeline's messages, `serving.P2P_SIZES`; \"send\": the sender's side alone, `measure.send_times`, which a "
-        "pipeline stage pays for every micro-batch it hands on) and to labkit's all-gather of 256 B to 256 kB per rank "
-        "(the column pieces', `serving.GATHER_SIZES`, `serving.fit_gather_link`: its α holds the all-gather's own "
-        "setup), each size's best time over the rounds:",
+        + ". Links fitted to labkit's ring all-reduce of 1 kB to 1 MB (`serving_fit.RING_SIZES`, "
+        "`serving_fit.fit_ring_link`; collectives) less the shape check every collective starts with (measured on "
+        "its own, `fitting.check_time`, and counted once per collective) and to a ping-pong of 1 kB to 256 kB (the "
+        "pipeline's messages, `serving_fit.P2P_SIZES`; \"send\": the sender's side alone, `fitting.send_times`, "
+        "which a pipeline stage pays for every micro-batch it hands on) and to labkit's all-gather of 256 B to 256 kB "
+        "per rank (the column pieces', `serving_fit.GATHER_SIZES`, `serving_fit.fit_gather_link`: its α holds the "
+        "all-gather's own setup), each size's best time over the rounds:",
         "",
     ]
     chosen = found["links"]
@@ -211,7 +219,7 @@ def report(found: dict, args, info: dict) -> str:
                 dev = found["loaded_shards"][(transport, p)]
             else:  # the whole model, measured on every rank at once ("replicas")
                 dev = found["loaded"][(transport, p)]
-            predicted = serving.predict_time(
+            predicted = serving_fit.predict_time_fitted(
                 scheme, b, layers, p, link, dev, p2p=p2p, check=check, send=send, gather=gather
             )
             error = (predicted - t) / t
@@ -227,8 +235,8 @@ def report(found: dict, args, info: dict) -> str:
     lines += oversubscribed(found["times"], max(args.batches))
     lines += [
         "Columns: latency = median of the slowest rank's time for one batch; throughput = batch / latency;",
-        "speed-up = one rank's latency for the same batch / this latency; model = `serving.predict_time` on the fitted",
-        "device and link; error = (model − measured) / measured.",
+        "speed-up = one rank's latency for the same batch / this latency; model = `serving_fit.predict_time_fitted`",
+        "on the fitted device and link; error = (model − measured) / measured.",
         "",
         "One rank (the reference: the whole model, one process, one BLAS thread):",
         "",
@@ -255,7 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="p = 2, one round, 5 repeats")
     parser.add_argument("--p", type=int, nargs="+", help="ranks (default 2 4; --quick: 2)")
-    parser.add_argument("--batches", type=int, nargs="+", default=list(serving.BATCHES))
+    parser.add_argument("--batches", type=int, nargs="+", default=list(serving_fit.BATCHES))
     parser.add_argument("--transports", nargs="+", default=["shm", "mpi"], choices=["shm", "mpi"])
     parser.add_argument("--rounds", type=int, help="measure everything this many times, keep each row's best (3)")
     parser.add_argument("--wait-idle", type=float, default=0, help="wait up to this many seconds for a quiet machine")
@@ -267,13 +275,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.off_cache is None:
-        args.off_cache = measure.cache_bytes(level=2) or 1 << 20
+        args.off_cache = fitting.cache_bytes(level=2) or 1 << 20
     args.p = args.p or ([2] if args.quick else [2, 4])
     args.rounds = args.rounds or (1 if args.quick else 3)
-    if "mpi" in args.transports and measure.mpiexec() is None:
+    if "mpi" in args.transports and mpirun.mpiexec() is None:
         print("no mpiexec: measuring shm only (pip install mpi4py mpich)")
         args.transports = ["shm"]
-    measure.wait_idle(args.wait_idle)
+    fitting.wait_idle(args.wait_idle)
     load_before = os.getloadavg()
     found = measure_all(args)
     text = report(found, args, {"load": (load_before, os.getloadavg())})

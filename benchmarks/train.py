@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from labkit import cost, data, measure  # noqa: E402
+from labkit.comm import mpirun  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 64  # the global batch of the measured baseline (87.4 % on Fashion-MNIST after 10 epochs)
@@ -115,7 +116,7 @@ def run_mpi(p: int, args, name: str) -> dict | str:
     """The history JSON of ``mpiexec -n p python -m labkit.train``, or why it failed."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "history.json"
-        argv = [measure.mpiexec(), "-n", str(p), sys.executable, "-m", "labkit.train", "--dataset", name]
+        argv = [mpirun.mpiexec(), "-n", str(p), sys.executable, "-m", "labkit.train", "--dataset", name]
         argv += ["--epochs", str(args.mpi_epochs), "--batch-size", str(BATCH), "--quiet", "--out", str(out)]
         argv += ["--n-train", str(args.n_train)] if args.n_train else []
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -127,7 +128,7 @@ def run_mpi(p: int, args, name: str) -> dict | str:
 
 def mpi_rows(args) -> tuple[list[dict], list[str]]:
     """One row per number of MPI processes: measured epoch, all-reduce and compute time, and the model's."""
-    if measure.mpiexec() is None:
+    if mpirun.mpiexec() is None:
         return [], ["MPI: no mpiexec found (pip install mpi4py mpich)"]
     name = "fashion_mnist" if not isinstance(load("fashion_mnist", None), str) else "mnist"
     rows, notes, shm = [], [], cost.preset("shared memory")

@@ -92,52 +92,6 @@ def test_fit_link_needs_two_sizes_and_growing_times():
         cost.fit_link([1, 2], [1.0])
 
 
-def test_fit_link_regimes_recovers_a_link_on_each_side_of_the_cache():
-    cache, p = 32 << 20, 2
-    sizes = np.array([2**k for k in range(10, 27)], dtype=float)  # 1 KiB … 64 MiB messages
-    footprints = 2 * p * sizes  # as measure.exchange_times: every rank's send and receive buffer
-    inside, outside = Link(10e-6, 1 / 12e9), Link(10e-6, 1 / 4e9)  # out of cache: the same α, slower per byte
-    times = np.where(footprints <= cache, inside.message_time(sizes), outside.message_time(sizes))
-    links = cost.fit_link_regimes(sizes, times, footprints, cache)
-    for name, want in (("cache", inside), ("memory", outside)):
-        assert links[name].alpha == pytest.approx(want.alpha, rel=1e-6)
-        assert links[name].beta == pytest.approx(want.beta, rel=1e-9)
-    assert links["cache"].alpha == links["memory"].alpha  # one start-up cost, fitted to every size
-    one = cost.fit_link(sizes, times)  # one line through both regimes misses one of them by far more
-    assert (
-        abs(one.message_time(64 << 20) / outside.message_time(64 << 20) - 1) > 0.2
-        or abs(one.message_time(8 << 20) / inside.message_time(8 << 20) - 1) > 0.2
-    )
-
-
-def test_regimes_split_at_the_cache_size_and_need_two_sizes_each():
-    assert cost.regime(32 << 20, 32 << 20) == "cache" and cost.regime((32 << 20) + 1, 32 << 20) == "memory"
-    assert cost.allreduce_footprint(1 << 20, 4) == 8 << 20
-    with pytest.raises(ValueError, match="cache_bytes must be > 0"):
-        cost.regime(1, 0)
-    with pytest.raises(ValueError, match="beyond the 1,000-byte cache, got 1: measure larger messages"):
-        cost.fit_link_regimes([10, 100, 1000], [1e-6, 2e-6, 3e-6], [40, 400, 4000], 1000)
-    with pytest.raises(ValueError, match="same length"):
-        cost.fit_link_regimes([10, 100], [1e-6, 2e-6], [40], 1000)
-    with pytest.raises(ValueError, match="> 0 seconds"):
-        cost.fit_link_regimes([10, 100, 1000, 2000], [1e-6, 0, 3e-6, 4e-6], [40, 400, 4000, 8000], 1000)
-
-
-def test_fit_link_regimes_shares_alpha_where_separate_lines_would_not():
-    """Beyond the cache the times bend (the first sizes there still partly hit it): a line through those alone
-    starts far above the real α; the joint fit keeps the α the small messages show."""
-    cache = 1 << 20
-    sizes = np.array([1e3, 1e4, 1e5, 2e5, 1e6, 2e6, 4e6])
-    footprints = 2 * sizes
-    times = np.array([11e-6, 20e-6, 110e-6, 210e-6, 2.0e-3, 3.0e-3, 5.0e-3])
-    links = cost.fit_link_regimes(sizes, times, footprints, cache)
-    alone = cost.fit_link(sizes[footprints > cache], times[footprints > cache])
-    assert alone.alpha > 500e-6 and links["memory"].alpha < 20e-6
-    for n, t in zip(sizes, times, strict=True):  # and still within 40 % of every time
-        link = links[cost.regime(2 * n, cache)]
-        assert link.message_time(n) == pytest.approx(t, rel=0.4)
-
-
 @pytest.mark.parametrize("link", [Link(1e-5, 1e-9), LINK, cost.preset("InfiniBand HDR")])
 def test_crossover_is_where_the_two_formulas_are_equal(link):
     n = cost.crossover("tree", "ring", 8, link)
@@ -189,76 +143,6 @@ def test_link_validates_and_reads_well():
     assert link.message_time(1e6) == pytest.approx(5e-6 + 1e6 / 12.5e9)
     assert repr(link) == "Link(alpha=5 µs, bandwidth=12.5 GB/s, gamma=10 GB/s reduced)"
     assert repr(Link(0, 0)) == "Link(alpha=0 s, bandwidth=inf GB/s, gamma=0)"
-
-
-def _allreduce_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "allreduce.py"
-    spec = importlib.util.spec_from_file_location("allreduce_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_the_benchmark_fits_links_and_gamma_on_each_side_of_the_cache():
-    """benchmarks/allreduce.py's fit: ping-pong and exchange lines, γ from (reduce step − exchange) per byte, and
-    per regime (footprint 2pm of an exchange of m bytes) a link and a γ of its own."""
-    bench, p, cache = _allreduce_benchmark(), 2, 32 << 20
-    inside, outside = Link(10e-6, 1 / 12e9, 1 / 20e9), Link(10e-6, 1 / 5e9, 1 / 8e9)
-    pingpong = Link(8e-6, 1 / 15e9)
-    medians = {}
-    for n in bench.PINGPONG:  # float32 values, as the benchmark measures them
-        m = 4 * n
-        link = inside if 2 * p * m <= cache else outside
-        medians[("ping-pong", n)] = pingpong.message_time(m)
-        medians[("exchange", n)] = link.message_time(m)
-        medians[("reduce", n)] = link.message_time(m) + m * link.gamma
-    links = bench.fit(medians, p, cache)
-    for name, want in (("cache", inside), ("memory", outside)):
-        got = links[name]
-        assert got.alpha == pytest.approx(want.alpha, rel=1e-6) and got.beta == pytest.approx(want.beta, rel=1e-9)
-        assert got.gamma == pytest.approx(want.gamma, rel=1e-6)
-    assert links["ping-pong"].beta == pytest.approx(pingpong.beta, rel=1e-9)
-    assert "cache" not in bench.fit(medians, p, None)  # the cache's size unknown: one line each, no regimes
-    assert bench._slope([(1.0, 2.0)]) == 0.0 and bench._slope([(1.0, 2.0), (2.0, 1.0)]) == 0.0  # never negative
-    assert bench._slope([(1.0, 5.0), (2.0, 7.0)]) == pytest.approx(2.0)  # the fixed 3 s stays out of γ
-
-
-def test_the_benchmark_says_when_no_alpha_beta_model_can_fit_two_sizes():
-    """benchmarks/allreduce.py's check: α' + β'n grows at most in proportion to n, so a time that grows faster
-    than (1 + 20 %)/(1 − 20 %) · n₂/n₁ leaves one of the two sizes outside ±20 % for every α', β' ≥ 0."""
-    bench = _allreduce_benchmark()
-
-    def rows(times):
-        return [{"p": 2, "bytes": n, "time_s": t} for n, t in times.items()]
-
-    linear = rows({2**20: 1e-4 + 2**20 * 1e-10, 2**24: 1e-4 + 2**24 * 1e-10})  # an α-β line fits it exactly
-    (line,) = bench.unreachable(linear)
-    assert "some α-β-γ model" in line
-    cliff = rows({2**22: 4e-4, 40 * 10**6: 16.8 * 4e-4})  # measured here: 16.8× the time for 9.5× the bytes
-    (line,) = bench.unreachable(cliff)
-    assert "no α-β-γ model" in line and "16.8×" in line and "at most 14.3×" in line
-    assert bench.unreachable(rows({2**20: 1e-3})) == []  # one size: nothing to compare
-    # the model columns: each round's prediction of its own time, the round with the median error shown
-    model, error = bench._median_error([(1.5, 1.0), (0.8, 1.0), (2.2, 2.0)])  # errors +50 %, −20 %, +10 %
-    assert (model, error) == (2.2, pytest.approx(0.1))
-    assert bench._median_error([(1.0, 2.0), (3.0, 2.0)]) == (1.0, -0.5)  # two rounds: the lower median
-    assert bench._median_error([]) == (None, None)
-
-
-def test_the_benchmark_interleaves_every_measurement_over_the_same_turns():
-    """benchmarks/allreduce.py's world: each measurement's repeats are split over the turns, and every turn goes
-    through all measurements, so a link and the all-reduce it predicts sample the same minutes of the machine."""
-    bench, calls = _allreduce_benchmark(), []
-
-    def job(name):
-        return lambda k: calls.append((name, k)) or [name] * k
-
-    got = bench.interleave({"ring|4": (job("a"), 5), ("exchange", 4): (job("b"), 2)}, turns=3)
-    assert calls == [("a", 2), ("b", 1), ("a", 2), ("b", 1), ("a", 1)]  # 5 = 2 + 2 + 1 and 2 = 1 + 1 + 0
-    assert got == {"ring|4": ["a"] * 5, ("exchange", 4): ["b"] * 2}
 
 
 @pytest.mark.parametrize("p", [2, 3, 4, 6, 8, 16, 100])

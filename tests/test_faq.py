@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from labkit import collectives, cost, measure
+from labkit import collectives, cost
+from labkit.comm import mpirun
 from labkit.lessons import faq
 
 
@@ -51,7 +52,7 @@ def test_real_processes_give_up_after_the_timeout():
     assert "rank 1 waited 1 s for a message from rank 0" in faq.comm_failure(silent_rank_0, 2, "shm", 1.0)
 
 
-@pytest.mark.skipif(measure.mpiexec() is None, reason="no mpiexec on this machine")
+@pytest.mark.skipif(mpirun.mpiexec() is None, reason="no mpiexec on this machine")
 def test_the_mpi_watchdog_aborts_a_job_that_waits_forever():
     code, line = faq.mpi_hang(timeout=1.0, limit=60)
     assert code != 0 and line.startswith("labkit: CommError: rank 1 waited 1 s for a message from rank 0")

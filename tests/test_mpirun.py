@@ -9,10 +9,6 @@ from labkit import measure
 from labkit.comm import mpirun
 
 
-def test_measure_still_offers_the_launcher():  # chapter 8 calls measure.run_mpiexec
-    assert measure.run_mpiexec is mpirun.run_mpiexec and measure.mpiexec is mpirun.mpiexec
-
-
 @pytest.mark.mpi
 @pytest.mark.skipif(mpirun.mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
 def test_mpi_ranks_get_a_temporary_folder_that_is_removed_after_the_job():

@@ -70,20 +70,6 @@ def test_the_closed_form_equals_the_simulator(link, p, micro_batches):
     assert run.time == pytest.approx(pl.pipeline_time(layers, 64, p, micro_batches, lk), rel=1e-12)
 
 
-@pytest.mark.parametrize(("p", "micro_batches"), [(3, 8), (4, 16)])
-def test_a_senders_cost_repeats_on_the_slowest_stage(p, micro_batches):
-    """With ``send`` every stage but the last also pays for handing on each micro-batch. On equal stages the
-    slowest stage (a middle one: it receives and sends) gains one send, the sum p − 1 of them: M + p − 2 in all."""
-    layers = pl.uniform_mlp(depth=2 * p, width=32)
-    link, send = cost.preset("10 GbE"), cost.Link(alpha=7e-6, beta=1 / 3e9)
-    rows = 64 // micro_batches
-    one_send = send.message_time(rows * 32 * 4)
-    plain = pl.pipeline_time(layers, 64, p, micro_batches, link)
-    paid = pl.pipeline_time(layers, 64, p, micro_batches, link, send=send)
-    assert paid - plain == pytest.approx((micro_batches + p - 2) * one_send, rel=1e-9)
-    assert pl.pipeline_time(layers, 64, p, micro_batches, link, send=None) == plain  # "sim": sends are free
-
-
 def test_micro_batches_must_fit_the_batch():
     with pytest.raises(ValueError, match="cannot cut a batch of 3 into 4 micro-batches"):
         pl.check_micro_batches(3, 4)

@@ -105,28 +105,20 @@ def pipeline_time(
     device: Device = DEFAULT_DEVICE,
     balance: str = "flops",
     itemsize: int = 4,
-    send: cost.Link | None = None,
 ) -> float:
     """Modelled time of `pipeline_forward`: Σ_s d_s + (M − 1)·max_s d_s, where d_s is what stage s spends on one
-    micro-batch of ⌈B/M⌉ rows: receiving its input (α + nβ, none on stage 0), computing it, and, with ``send``
-    given, handing its output to the next stage (``send.message_time(n)``, none on the last stage).
-
-    ``send``: what a message costs its sender (`measure.send_times`; LogP's send overhead). The α-β model charges a
-    message to its receiver only, as "sim" does (a send holds the sender's port, not its clock); a real sender
-    spends time in every send, and on the slowest stage that time repeats M times. None: not counted.
+    micro-batch of ⌈B/M⌉ rows: receiving its input (α + nβ, none on stage 0), then computing it.
 
     Exact when M divides B; otherwise an upper bound (a few tenths of a percent here), since some micro-batches
     have a row fewer than the ⌈B/M⌉ the formula charges for every one.
     """
     check_micro_batches(batch, micro_batches)
     rows = -(-batch // micro_batches)
-    plan = stages(layers, p, balance)
     per_stage = []
-    for s, stage in enumerate(plan):
+    for s, stage in enumerate(stages(layers, p, balance)):
         mine = [layers[i] for i in stage]
         receive = link.message_time(rows * mine[0].n_in * itemsize) if s > 0 else 0.0
-        give = send.message_time(rows * mine[-1].n_out * itemsize) if send is not None and s < len(plan) - 1 else 0.0
-        per_stage.append(receive + device.time(sum(layer.flops(rows) for layer in mine), calls=len(mine)) + give)
+        per_stage.append(receive + device.time(sum(layer.flops(rows) for layer in mine), calls=len(mine)))
     return sum(per_stage) + (micro_batches - 1) * max(per_stage)
 
 

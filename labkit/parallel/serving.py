@@ -8,40 +8,31 @@ A batch of B requests arrives; every scheme returns the B answers, equal to the 
 - ``"pipeline"``: every rank holds whole layers, and micro-batches stream through (`labkit.pipeline`).
 - ``"single"``: rank 0 alone, the reference.
 - ``"replicas"``: every rank answers the whole batch by itself (p copies of the work, as p independent request
-  streams would give): what one rank computes at while p ranks share the machine (`fit_device` on its times).
+  streams would give): what one rank computes at while p ranks share the machine.
 
-`serve` runs one batch on ``"sim"`` or ``"shm"``; `predict_time` is the α-β model. Measuring the schemes on
-``"shm"`` and under MPI, and fitting the model's device and links to the times, is `labkit.serving_measure`; its
-public names are re-exported here (`measure_serving`, `fit_device`, `fit_ring_link`, …). Ranks do NumPy on weight
-arrays (`tensor_parallel.from_keras`) and never import TensorFlow.
+`serve` runs one batch on ``"sim"``, ``"shm"`` or under MPI; `predict_time` is the α-β model: compute, the
+collectives of each scheme, the pipeline's bubble. Ranks do NumPy on weight arrays (`tensor_parallel.from_keras`) and
+never import TensorFlow. (Fitting the model to one machine's measured times is `benchmarks/serving_fit.py`.)
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from labkit import comm, cost
+from labkit.comm import mpirun
 from labkit.parallel import pipeline as pl
 from labkit.parallel import tensor as tp
-from labkit.serving_measure import (  # noqa: F401 (re-exported: one module for the chapter)
-    BATCHES,
-    GATHER_SIZES,
-    P2P_SIZES,
-    RING_SIZES,
-    Measured,
-    batch_time,
-    fit_device,
-    fit_gather_link,
-    fit_ring_link,
-    fit_shard_device,
-    measure_serving,
-    repeats_for,
-    shard_times,
-    single_threaded,
-)
 from labkit.split import part
 
 SCHEMES = ("single", "data", "replicas", "tensor", "tensor-column", "tensor-row", "pipeline")
@@ -114,13 +105,47 @@ def serve(
     micro_batches: int | None = None,
     timeout: float = 60.0,
 ) -> Served:
-    """Serve the batch x once with ``scheme`` on p ranks of ``transport`` ("sim" or "shm")."""
+    """Serve the batch x once with ``scheme`` on p ranks of ``transport`` ("sim", "shm" or "mpi")."""
     make_server(scheme, layers, p, 0, micro_batches)  # an impossible split raises here, before any rank starts
     if scheme == "pipeline" and micro_batches is not None:
         pl.check_micro_batches(len(x), micro_batches)
     args = (scheme, np.asarray(x, np.float32), layers, micro_batches, device)
-    run = comm.run(_serve_rank, p, transport=transport, link=link, timeout=timeout, args=args)
+    if transport == "mpi":
+        run = _run_mpi(args, p, timeout)
+    else:
+        run = comm.run(_serve_rank, p, transport=transport, link=link, timeout=timeout, args=args)
     return Served(collect(scheme, run.values), run.time, run)
+
+
+def _run_mpi(args: tuple, p: int, timeout: float) -> comm.Run:
+    """``mpiexec -n p python -m labkit.parallel.serving DIR``: every rank serves DIR/job.pkl and writes its answers."""
+    with tempfile.TemporaryDirectory(prefix="labkit-serve-") as tmp:
+        (Path(tmp) / "job.pkl").write_bytes(pickle.dumps(args))
+        argv = [mpirun.require_mpiexec(), "-n", str(p), sys.executable, "-m", "labkit.parallel.serving", tmp]
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # a rank is one core
+        done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        files = [Path(tmp) / f"rank{r}.pkl" for r in range(p)]
+        if done.returncode != 0 or not all(f.exists() for f in files):
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RuntimeError(
+                f"mpiexec -n {p} python -m labkit.parallel.serving failed (exit {done.returncode}):\n{tail}"
+            )
+        got = [pickle.loads(f.read_bytes()) for f in files]
+    return comm.Run([value for value, _ in got], time=max(t for _, t in got))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Under mpiexec: serve the job in DIR/job.pkl on `comm.from_mpi`; rank r writes (answers, seconds) to
+    DIR/rank<r>.pkl, the seconds from a barrier to the slowest rank's end."""
+    parser = argparse.ArgumentParser(description="labkit's MPI serving worker (run by serve(transport='mpi'))")
+    parser.add_argument("dir")
+    folder = Path(parser.parse_args(argv).dir)
+    c = comm.from_mpi(timeout=300)
+    c.barrier()
+    start = time.perf_counter()
+    value = _serve_rank(c, *pickle.loads((folder / "job.pkl").read_bytes()))
+    seconds = max(c.allgather_object(time.perf_counter() - start))
+    (folder / f"rank{c.rank}.pkl").write_bytes(pickle.dumps((value, seconds)))
 
 
 def memory_per_rank(layers: list[tp.Dense], p: int, scheme: str) -> list[int]:
@@ -141,33 +166,18 @@ def predict_time(
     link: cost.Link,
     device: tp.Device | None = None,
     micro_batches: int | None = None,
-    p2p: cost.Link | None = None,
-    cores: int | None = None,
-    check: float = 0.0,
-    send: cost.Link | None = None,
-    gather: cost.Link | None = None,
 ) -> float:
-    """The α-β model of one batch: the busiest rank's compute (`Device`) plus the ring collectives on ``link``.
+    """The α-β model of one batch: the busiest rank's compute (`Device`) plus its scheme's messages on ``link``.
 
-    A column-split layer all-gathers (p − 1)(α + n_max β), n_max the largest piece, on ``gather`` (default:
-    ``link``; measured, `fit_gather_link`, as the all-gather's own setup is not the all-reduce's); a row-split layer
-    all-reduces its output with the ring (`cost.allreduce_time`); a pipeline follows `pipeline.pipeline_time`, its
-    single messages on ``p2p`` (default: ``link``; measured, a ping-pong's link, as a collective's α includes more).
-
-    ``check``: seconds each collective spends first checking that every rank passes the same shape and dtype
-    (`measure.check_time`; 0 on ``"sim"``, where it is free).
-
-    ``send``: what a message costs its sender (`measure.send_times`), counted for each micro-batch a pipeline stage
-    hands on (`pipeline.pipeline_time`); None on "sim", where sending does not hold the sender's clock.
-
-    ``cores``: how many cores the p ranks share (default: one each). With fewer cores than ranks the ranks take
-    turns, so every rank computes p / cores times slower (`shared_device`); the links, measured on the same
-    crowded machine, already include what the turns cost the messages.
+    Replicas send nothing: ⌈B/p⌉ requests through the whole model. A column-split layer all-gathers
+    (p − 1)(α + n_max β), n_max the largest piece (rank 0's); a row-split layer all-reduces its output with the ring
+    (`cost.allreduce_time`). A pipeline is `pipeline.pipeline_time`: its slowest stage once per micro-batch, and
+    the bubble while the stages fill and drain.
     """
-    device = shared_device(device or tp.DEFAULT_DEVICE, p, cores)
+    device = device or tp.DEFAULT_DEVICE
     if scheme == "pipeline":
         m = micro_batches or default_micro_batches(batch, p)
-        return pl.pipeline_time(layers, batch, p, m, p2p or link, device, send=send)
+        return pl.pipeline_time(layers, batch, p, m, link, device)
     if scheme in ("single", "data", "replicas"):
         rows = -(-batch // p) if scheme == "data" else batch
         return device.time(sum(layer.flops(rows) for layer in layers), calls=len(layers))
@@ -176,22 +186,10 @@ def predict_time(
         total += device.time(shard.flops(batch))
         nbytes = batch * shard.n_out * shard.kernel.itemsize
         if how == "column":
-            total += check + (p - 1) * (gather or link).message_time(nbytes)
+            total += (p - 1) * link.message_time(nbytes)
         elif how in ("row", "pair-row"):
-            total += check + cost.allreduce_time("ring", nbytes, p, link)
+            total += cost.allreduce_time("ring", nbytes, p, link)
     return total
-
-
-def shared_device(device: tp.Device, p: int, cores: int | None) -> tp.Device:
-    """The device each of p ranks sees on ``cores`` cores, naively: p / cores times slower when ranks outnumber
-    cores, as if taking turns were free. The benchmark measures the slowdown instead: `fit_device` on every rank
-    serving a whole batch at once ("replicas"), `fit_shard_device` on every rank computing its shards ("shards")."""
-    if cores is None or p <= cores:
-        return device
-    if int(cores) < 1:
-        raise ValueError(f"cores must be ≥ 1 (or None: a core per rank), got {cores}")
-    share = p / int(cores)
-    return tp.Device(flops=device.flops / share, overhead=device.overhead * share)
 
 
 # --- latency against throughput ------------------------------------------------------------------------------------
@@ -239,3 +237,7 @@ def format_times(times: dict[tuple[str, int], float], predicted: dict | None = N
         ]
         lines.append(f"{b:>6}" + "".join(cells))
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
