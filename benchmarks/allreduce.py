@@ -3,6 +3,7 @@ tf.distribute, with the α-β model's prediction beside each measured time.
 
     python benchmarks/allreduce.py                 # p = 2 and 4, 1,000 values and 4 kB … 64 MB (a few minutes)
     python benchmarks/allreduce.py --quick         # fewer sizes and repeats (about a minute)
+    python benchmarks/allreduce.py --smoke         # p = 2, two small sizes, no TensorFlow (seconds: a test runs it)
     python benchmarks/allreduce.py --p 2 --sizes 1000 10000000 --no-tf
 
 Times are medians over repeats after warm-up; one repeat is a barrier, then the all-reduce on every rank, and its
@@ -44,7 +45,7 @@ from labkit.measure import timed  # noqa: E402  (every repeat: the slowest rank,
 SIZES = [1000, 16384, 262144, 1048576, 4194304, 10_000_000, 16777216]  # float32 values: 4 kB … 64 MiB
 QUICK_SIZES = [1000, 262144, 4194304, 16777216]
 PINGPONG = [1024, 16384, 262144, 1048576, 2097152, 4194304, 8388608, 16777216]  # 4 kB … 64 MiB, both regimes
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("LABKIT_RESULTS") or Path(__file__).resolve().parent / "results")  # tests: a temp dir
 
 
 def repeats(n: int, quick: bool) -> int:
@@ -78,6 +79,9 @@ def allreduce_jobs(c, sizes: list[int], quick: bool, mpi_allreduce=None) -> dict
     return jobs
 
 
+SMOKE_SIZES, SMOKE_PINGPONG = [1000, 16384], [1024, 16384]
+
+
 def link_jobs(c, quick: bool) -> dict:
     """{(kind, n): (the median of r repeats, as a list, repeats)}: one-way ping-pong times between ranks 0 and 1, one
     ring step with every rank busy (sendrecv to the right, from the left: contention included) and one
@@ -91,7 +95,7 @@ def link_jobs(c, quick: bool) -> dict:
     return {
         (kind, n): (lambda k, f=f, m=4 * n: [f(c, [m], k)[m]], repeats(n, quick))
         for kind, f in kinds.items()
-        for n in PINGPONG
+        for n in (SMOKE_PINGPONG if os.environ.get("LABKIT_SMOKE") else PINGPONG)
     }
 
 
@@ -231,7 +235,7 @@ def fit(medians: dict, p: int, cache: int | None) -> dict:
     for kind in ("ping-pong", "exchange"):
         line = cost.fit_link(*points(kind))
         links[kind] = cost.Link(line.alpha, line.beta, _slope(extra))
-    if cache:
+    if cache and all(len({m for m in sizes if regimes.regime(2 * p * m, cache) == r}) >= 2 for r in regimes.REGIMES):
         by = regimes.fit_link_regimes(sizes, times, [2 * p * m for m in sizes], cache)
         for name in regimes.REGIMES:
             mine = [(m, d) for m, d in extra if regimes.regime(2 * p * m, cache) == name]
@@ -358,6 +362,7 @@ def _median_error(pairs: list[tuple[float, float]]) -> tuple[float | None, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--smoke", action="store_true", help="p = 2, two small sizes, one round, no TensorFlow")
     parser.add_argument("--p", type=int, nargs="+", default=[2, 4], help="world sizes (default 2 4)")
     parser.add_argument("--sizes", type=int, nargs="+", help="vector lengths in float32 values")
     parser.add_argument("--no-tf", action="store_true", help="skip tf.distribute")
@@ -369,6 +374,9 @@ def main() -> None:
     parser.add_argument("--tf-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:  # the MPI worker inherits it through the environment
+        os.environ["LABKIT_SMOKE"] = "1"
+        args.quick, args.no_tf, args.p, args.sizes = True, True, args.p if args.p != [2, 4] else [2], SMOKE_SIZES
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.mpi_worker:

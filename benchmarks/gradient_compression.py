@@ -2,6 +2,7 @@
 
     python benchmarks/gradient_compression.py             # 10 epochs on full Fashion-MNIST (~15–25 min)
     python benchmarks/gradient_compression.py --quick     # 1 epoch on the first 10,000 images (~2 min)
+    python benchmarks/gradient_compression.py --smoke     # 1 epoch on the first 640 images (a test runs it)
 
 Every run: `labkit.train.train` on ``"sim"`` with 4 workers, global batch 64, Adam 1e-3, seed 0 (same initial
 weights and batch order), one compressor of `labkit.compress.gradients`. Bytes are what the busiest worker sent
@@ -21,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("LABKIT_RESULTS") or Path(__file__).resolve().parent / "results")  # tests: a temp dir
 P, BATCH, GOAL = 4, 64, 0.5  # workers, global batch, largest accuracy gap of top-k 1 % + EF (points)
 
 
@@ -119,12 +120,13 @@ def report(rows: list[dict], what: str, args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 epoch on the first 10,000 training images")
+    parser.add_argument("--smoke", action="store_true", help="1 epoch on the first 640 training images")
     parser.add_argument("--epochs", type=int, help="epochs of every run (default 10; quick 1)")
     parser.add_argument("--n-train", type=int, help="train on the first N images (default all; quick 10,000)")
     parser.add_argument("--out", type=Path, help="default benchmarks/results/gradient_compression.md")
     args = parser.parse_args()
-    args.epochs = args.epochs or (1 if args.quick else 10)
-    args.n_train = args.n_train or (10_000 if args.quick else None)
+    args.epochs = args.epochs or (1 if args.quick or args.smoke else 10)
+    args.n_train = args.n_train or (640 if args.smoke else 10_000 if args.quick else None)
     os.environ.setdefault("LABKIT_OFFLINE", "1")  # use what is on this machine; never download in a benchmark
     rows, what = run(args)
     bad = [r["label"] for r in rows if r["bytes"] != r["counted"] or not r["identical"]]

@@ -3,6 +3,7 @@
 
     python benchmarks/inference.py                   # p = 2 and 4, 3 rounds (a few minutes)
     python benchmarks/inference.py --quick           # p = 2, 1 round, fewer repeats (about a minute)
+    python benchmarks/inference.py --smoke           # p = 2, batches 16, 64, 256, 3 repeats (seconds: a test runs it)
     python benchmarks/inference.py --wait-idle 300   # first wait for a quiet machine
 
 Every time is `serving_fit.measure_serving`'s: a barrier, the batch on every rank, a barrier (a batch is done when
@@ -42,7 +43,7 @@ from labkit.comm import mpirun  # noqa: E402
 from labkit.parallel import serving
 from labkit.parallel import tensor as tp
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("LABKIT_RESULTS") or Path(__file__).resolve().parent / "results")  # tests: a temp dir
 SCHEMES = ("data", "tensor", "pipeline")
 GOAL = 0.25  # the prediction within 25 % of the measured time, for batches of 64 and more
 
@@ -68,7 +69,7 @@ def measure_all(args) -> dict:
     """Every round: one rank (the device), then each transport and p (its link, then the three schemes)."""
     layers, x = article_layers(), np.random.default_rng(1).random((max(args.batches), 784), dtype=np.float32)
     reference = tp.forward(x, layers)
-    repeats = 5 if args.quick else None
+    repeats = 3 if args.smoke else 5 if args.quick else None
     single, times, ring, pingpong, sends, gathers, check = {}, {}, {}, {}, {}, {}, {}
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}: one rank", flush=True)
@@ -83,7 +84,7 @@ def measure_all(args) -> dict:
                     algorithms=("ring",),
                     sizes=serving_fit.RING_SIZES,
                     pingpong_sizes=serving_fit.P2P_SIZES,
-                    repeats=5 if args.quick else 20,
+                    repeats=repeats or 20,
                     gather_sizes=serving_fit.GATHER_SIZES,
                     off_cache=args.off_cache,
                 )
@@ -104,7 +105,7 @@ def measure_all(args) -> dict:
     device = serving_fit.fit_device(serving_fit.ServingMeasurement("shm", 1, single, {}), layers)
     shard_devices = {  # what a tensor-parallel rank computes at: its narrow shards, timed alone
         p: serving_fit.fit_shard_device(
-            serving_fit.shard_times(layers, p, args.batches, off_cache=args.off_cache), layers, p
+            serving_fit.shard_times(layers, p, args.batches, repeats or 30, off_cache=args.off_cache), layers, p
         )
         for p in args.p
     }
@@ -262,6 +263,7 @@ def report(found: dict, args, info: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="p = 2, one round, 5 repeats")
+    parser.add_argument("--smoke", action="store_true", help="p = 2, one round, batches 16 64 256, 3 repeats")
     parser.add_argument("--p", type=int, nargs="+", help="ranks (default 2 4; --quick: 2)")
     parser.add_argument("--batches", type=int, nargs="+", default=list(serving_fit.BATCHES))
     parser.add_argument("--transports", nargs="+", default=["shm", "mpi"], choices=["shm", "mpi"])
@@ -274,6 +276,8 @@ def main() -> None:
         help="bytes each rank reads before each timed collective or shard (default: a core's own cache, level 2)",
     )
     args = parser.parse_args()
+    if args.smoke:
+        args.quick, args.batches = True, [16, 64, 256]
     if args.off_cache is None:
         args.off_cache = fitting.cache_bytes(level=2) or 1 << 20
     args.p = args.p or ([2] if args.quick else [2, 4])

@@ -4,6 +4,7 @@
     python benchmarks/train.py             # 10 epochs on full Fashion-MNIST (and MNIST), p = 1, 2, 4, 8 (~15 min)
     python benchmarks/train.py --quick     # 2 epochs on 10,000 images, p = 1, 2, 4 (a few minutes)
     python benchmarks/train.py --floatx float64 --no-mpi    # the same in float64 (train_float64.md)
+    python benchmarks/train.py --smoke     # 1 epoch on 640 images, p = 1, 2, MPI on 2 ranks (a test runs it)
 
 (a) Accuracy: `labkit.train.train` on ``"sim"`` with the same global batch (64) and seed for every p; the test
 accuracy after the last epoch and its gap to the single worker in percentage points. A second single-worker seed
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 from labkit import cost, data, measure  # noqa: E402
 from labkit.comm import mpirun  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("LABKIT_RESULTS") or Path(__file__).resolve().parent / "results")  # tests: a temp dir
 BATCH = 64  # the global batch of the measured baseline (87.4 % on Fashion-MNIST after 10 epochs)
 GOALS = {"fashion_mnist": 0.875, "mnist": 0.978}  # on the full data sets
 
@@ -292,6 +293,7 @@ def report(acc: list[dict], mpi: list[dict], notes: list[str], info: dict, args)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs on 10,000 images, p = 1, 2, 4")
+    parser.add_argument("--smoke", action="store_true", help="1 epoch on 640 images, p = 1, 2; MPI: 2 ranks, 1 epoch")
     parser.add_argument("--epochs", type=int, help="epochs of the accuracy runs (default 10; quick 2)")
     parser.add_argument("--p", type=int, nargs="+", help="simulated workers (default 1 2 4 8; quick 1 2 4)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="MPI processes (default 1 2 4)")
@@ -307,6 +309,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="default benchmarks/results/train.md (train_float64.md)")
     args = parser.parse_args()
+    if args.smoke:
+        args.quick, args.epochs, args.p, args.n_train = True, args.epochs or 1, args.p or [1, 2], args.n_train or 640
+        args.ranks, args.mpi_epochs = [2], 1
     args.out = args.out or RESULTS / ("train.md" if args.floatx == "float32" else f"train_{args.floatx}.md")
     if args.floatx != "float32":
         import keras

@@ -1,6 +1,7 @@
 """How long a widget takes to redraw after a control moves: the recomputation plus rendering its figure to PNG.
 
     python benchmarks/widgets.py            # writes benchmarks/results/widgets.md
+    python benchmarks/widgets.py --quick    # one redraw per value instead of three
 
 The goal (issue 4): every change of the cost explorer redraws in under 100 ms. In a notebook the kernel renders
 the figure to PNG once per change, as `savefig` does here; the browser's own work is not included.
@@ -8,6 +9,7 @@ the figure to PNG once per change, as `savefig` does here; the browser's own wor
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import platform
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labkit.viz import widgets
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("LABKIT_RESULTS") or Path(__file__).resolve().parent / "results")  # tests: a temp dir
 
 # (widget factory, control, values to step through)
 CASES = [
@@ -44,11 +46,14 @@ def redraw_seconds(explorer, control: str, value) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one redraw per value instead of three")
+    redraws = 1 if parser.parse_args().quick else 3
     rows = []
     for name, factory, control, values in CASES:
         explorer = factory()
         explorer.figure.savefig(io.BytesIO(), format="png")  # warm-up: fonts and caches
-        times = [redraw_seconds(explorer, control, v) for v in values for _ in range(3)]
+        times = [redraw_seconds(explorer, control, v) for v in values for _ in range(redraws)]
         rows.append((name, control, len(times), np.median(times), max(times)))
     lines = [
         "# Widget redraw times",
@@ -62,7 +67,7 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "widgets.md").write_text(text)
 
 
