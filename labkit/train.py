@@ -17,9 +17,7 @@ what makes p workers equal one worker with the combined batch.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -32,6 +30,7 @@ import numpy as np
 from labkit import collectives, comm, cost, fault, models
 from labkit.parallel import data as dataparallel
 from labkit.parallel.data import Compressor
+from labkit.progress import Progress
 
 OPTIMIZERS = ("adam", "sgd")
 TRANSPORTS = ("sim", "mpi")
@@ -144,54 +143,6 @@ class History:
         config["lr_schedule"] = getattr(self.config.lr_schedule, "__name__", None)
         config["checkpoint_dir"] = None if self.config.checkpoint_dir is None else str(self.config.checkpoint_dir)
         return out | {"config": config, "identical": self.identical}
-
-
-class Progress:
-    """A text progress bar, redrawn in place with ``\\r`` (terminals and notebooks alike), and a line per epoch.
-
-    ``live=None`` draws the bar where someone watches (a terminal, a notebook, mpiexec's forwarded output) and only
-    the epoch lines where output goes to a file.
-    """
-
-    def __init__(self, width: int = 24, every: float = 0.2, stream: Any = None, live: bool | None = None) -> None:
-        self.width, self.every, self.stream = width, every, stream or sys.stdout
-        self.live = _watched(self.stream) if live is None else live
-        self.shown, self.last, self.begun = 0.0, 0, time.monotonic()
-
-    def _write(self, text: str, end: str = "") -> None:
-        self.stream.write("\r" + text.ljust(self.last) + end)  # spaces wipe out a longer line drawn before
-        self.stream.flush()
-        self.last = 0 if end else len(text)
-
-    def on_step(self, h: History) -> None:
-        now, done = time.monotonic(), (len(h.loss) - 1) % h.steps_per_epoch + 1
-        if done == 1:
-            self.begun = now
-        if not self.live or (now - self.shown < self.every and done < h.steps_per_epoch):
-            return
-        self.shown, filled = now, self.width * done // h.steps_per_epoch
-        left = (now - self.begun) / done * (h.steps_per_epoch - done)
-        self._write(
-            f"epoch {len(h.epoch_loss) + 1}/{h.config.epochs} {'█' * filled}{'·' * (self.width - filled)} "
-            f"{done}/{h.steps_per_epoch} loss {np.mean(h.loss[-done:][-50:]):.4f} ({left:.0f} s left)"
-        )
-
-    def on_epoch(self, h: History) -> None:
-        acc = f", test accuracy {h.epoch_accuracy[-1]:.2%}" if h.epoch_accuracy else ""
-        modelled = np.mean(h.modelled_seconds[-h.steps_per_epoch :])
-        self._write(
-            f"epoch {len(h.epoch_loss)}/{h.config.epochs}: loss {h.epoch_loss[-1]:.4f}{acc}, "
-            f"{h.epoch_seconds[-1]:.1f} s; a step sends {h.bytes_sent[-1]:,} B (busiest worker), "
-            f"{modelled * 1e3:.3g} ms modelled",
-            end="\n",
-        )
-
-
-def _watched(stream: Any) -> bool:
-    """True if someone watches the stream live: a terminal, a Jupyter kernel, or mpiexec forwarding to a terminal."""
-    if under_mpiexec() or ("ipykernel" in sys.modules and stream in (sys.stdout, sys.stderr)):
-        return True
-    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def shuffled(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -308,93 +259,11 @@ def _restore(workers: Any, h: History, settings: dict) -> int:
     return ckpt.step
 
 
-def under_mpiexec() -> bool:
-    """True in a process that mpiexec started (MPICH's Hydra, Open MPI, or PMIx set these)."""
-    return any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"))
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m labkit.train``: one worker (or --world-size simulated ones), or one per process under mpiexec."""
-    parser = argparse.ArgumentParser(
-        prog="python -m labkit.train", description="Train the article's MLP data-parallel (labkit)."
-    )
-    parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist"))
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64, help="the global batch, split over the workers")
-    parser.add_argument("--algorithm", default="ring", choices=list(collectives.ALGORITHMS))
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-train", type=int, help="train on the first N images only (a knob for quick runs)")
-    parser.add_argument("--n-test", type=int, help="test on the first N test images only")
-    parser.add_argument("--world-size", type=int, help="simulated workers when not under mpiexec (default 1)")
-    parser.add_argument("--link", help="link preset for the modelled time, e.g. 'shared memory' (default 10 GbE)")
-    parser.add_argument("--threads", type=int, help="TensorFlow threads per process (default: cores / processes)")
-    parser.add_argument("--out", help="write the history (and every worker's weight checksum) here as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--checkpoint-dir", help="write a checkpoint here after each epoch (labkit.fault)")
-    parser.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a worker waits for another")
-    parser.add_argument("--fail-rank", type=int, help="fault injection: this worker dies (SIGKILL under MPI)")
-    parser.add_argument("--fail-step", type=int, default=0, help="… before the exchange of this global step")
-    args = parser.parse_args(argv)
-    mpi = under_mpiexec()
-    if mpi:
-        from mpi4py import MPI
+    """``python -m labkit.train``: the command line, in `labkit.train_cli`."""
+    from labkit.train_cli import main as cli
 
-        size = MPI.COMM_WORLD.Get_size()
-        if args.world_size not in (None, size):
-            parser.error(f"--world-size {args.world_size} but mpiexec started {size} processes: drop --world-size")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = args.threads or max(1, cores // (size if mpi else 1))
-    try:  # p processes on few cores: do not oversubscribe them
-        dataparallel.tf.config.threading.set_intra_op_parallelism_threads(threads)
-        dataparallel.tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # TensorFlow already runs in this process (main() called from a notebook): keep its pools
-        threads = dataparallel.tf.config.threading.get_intra_op_parallelism_threads() or cores
-    rank0 = not mpi or MPI.COMM_WORLD.Get_rank() == 0
-    try:
-        config = TrainConfig(
-            p=size if mpi else args.world_size or 1,
-            algorithm=args.algorithm,
-            transport="mpi" if mpi else "sim",
-            link=cost.preset(args.link) if args.link else None,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            optimizer=args.optimizer,
-            seed=args.seed,
-            timeout=args.timeout,
-            checkpoint_dir=args.checkpoint_dir,
-            checkpoint_every=args.checkpoint_every,
-            fail_at=None if args.fail_rank is None else (args.fail_rank, args.fail_step),
-        )
-    except (ValueError, TypeError) as e:  # the same on every rank, before any communication: no one waits
-        if rank0:
-            parser.error(str(e))
-        return 2
-    try:
-        from labkit import data
-
-        x, y = data.load(args.dataset, "train", n=args.n_train, verbose=rank0)
-        test = data.load(args.dataset, "test", n=args.n_test, verbose=rank0)
-        h = train(x, y, config, test=test, progress=not args.quiet, resume=args.resume)
-        if args.out and h.rank == 0:
-            with open(args.out, "w") as f:
-                json.dump(h.as_dict() | {"threads": threads, "dataset": args.dataset}, f)
-        if h.rank == 0:
-            same = "identical on every worker" if h.identical else "DIFFERENT between workers"
-            print(f"final weights {same} (sha256 {h.checksums[0][:12]}…)", flush=True)
-        return 0 if h.identical else 1
-    except Exception:
-        if mpi and MPI.COMM_WORLD.Get_size() > 1:  # one rank's error would leave the others waiting: stop them all
-            import traceback
-
-            traceback.print_exc()
-            sys.stderr.flush()
-            MPI.COMM_WORLD.Abort(1)
-        raise
+    return cli(argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from labkit.compress.huffman import huffman_decode, huffman_encode, pack_bits, unpack_bits
+from labkit.compress.layers import Layer, dense_layers, layers_of
+from labkit.compress.sizes import SizeReport
 
 __all__ = ["Scheme", "Layer", "layers_of", "dense_layers", "encode", "decode", "decode_layers", "apply_scheme"]
 __all__ += ["SizeReport", "size_report"]
@@ -63,41 +65,6 @@ class Scheme:
             raise ValueError(f"clusters must be ≥ 1, got {self.clusters}")
         if not 2 <= self.bits <= 16:
             raise ValueError(f"bits must lie in 2..16 for linear quantisation, got {self.bits}")
-
-
-@dataclass
-class Layer:
-    """One Dense layer as arrays: y = activation(x @ kernel + bias)."""
-
-    name: str
-    kernel: np.ndarray
-    bias: np.ndarray | None
-    activation: str = "linear"
-
-
-def dense_layers(model) -> list:
-    """The Dense layers of a Keras model, in order; any other layer with weights is an error naming the fix."""
-    out = []
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "Dense":
-            out.append(layer)
-        elif kind not in ("InputLayer", "Dropout"):
-            raise ValueError(
-                f"layer {layer.name!r} is a {kind}: labkit's codec compresses models made of Dense layers only "
-                "(flatten inputs outside the model, as labkit.models.flatten does)"
-            )
-    return out
-
-
-def layers_of(model) -> list[Layer]:
-    """A Keras model's Dense layers as `Layer` arrays (a list of `Layer` is returned as it is)."""
-    if isinstance(model, list | tuple):
-        return list(model)
-    return [
-        Layer(d.name, np.asarray(d.kernel), np.asarray(d.bias) if d.use_bias else None, d.activation.__name__)
-        for d in dense_layers(model)
-    ]
 
 
 def _gaps(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -322,46 +289,6 @@ def decode(blob: bytes):
         dense.set_weights([layer.kernel] + ([layer.bias] if layer.bias is not None else []))
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
-
-
-@dataclass(frozen=True)
-class SizeReport:
-    """Bytes of a blob by layer and part, and the ratio to the reference model stored as dense float32."""
-
-    rows: tuple[tuple[str, str, int], ...]  # (layer, part, bytes); the layer "(model)" is the file header
-    total: int  # len(blob): the rows add up to it exactly
-    dense_bytes: int  # 4 bytes for every parameter of the reference model
-
-    @property
-    def ratio(self) -> float:
-        """How many times smaller than the dense float32 model."""
-        return self.dense_bytes / self.total
-
-    def by_part(self) -> dict[str, int]:
-        """Bytes per part, summed over the layers."""
-        out: dict[str, int] = {}
-        for _, part, n in self.rows:
-            out[part] = out.get(part, 0) + n
-        return out
-
-    def by_layer(self) -> dict[str, dict[str, int]]:
-        """{layer: {part: bytes}}."""
-        out: dict[str, dict[str, int]] = {}
-        for layer, part, n in self.rows:
-            out.setdefault(layer, {})
-            out[layer][part] = out[layer].get(part, 0) + n
-        return out
-
-    def table(self) -> str:
-        """A Markdown table: one row per layer, one column per part, in bytes."""
-        parts = list(self.by_part())
-        lines = ["| layer | " + " | ".join(parts) + " | total |", "|---" * (len(parts) + 2) + "|"]
-        for layer, row in self.by_layer().items():
-            lines.append(
-                f"| {layer} | " + " | ".join(f"{row.get(p, 0):,}" for p in parts) + f" | {sum(row.values()):,} |"
-            )
-        lines.append(f"| all | {' | '.join(f'{v:,}' for v in self.by_part().values())} | {self.total:,} |")
-        return "\n".join(lines) + f"\n\nDense float32: {self.dense_bytes:,} bytes; {self.ratio:.1f}× smaller."
 
 
 def size_report(blob: bytes) -> SizeReport:
