@@ -57,6 +57,8 @@ class _MovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """``import labkit.memory`` (and ``labkit.exercises.ch01`` below a moved package) finds the module under its new
     name and registers that same object under the old one; its ``__spec__`` stays the real one (pickling, reload)."""
 
+    _real_specs: dict = {}  # alias name → the real module's spec
+
     def find_spec(self, fullname, path=None, target=None):
         parts = fullname.split(".")
         if len(parts) < 2 or parts[0] != "labkit" or parts[1] not in MOVED:
@@ -71,11 +73,12 @@ class _MovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         module = importlib.import_module(spec.loader_state)
-        self._real_spec = module.__spec__  # the import system writes the alias's spec over it next
+        if module.__spec__.name == spec.loader_state:  # not yet written over by an alias's spec (imports can nest)
+            self._real_specs[spec.name] = module.__spec__  # the import system writes the alias's spec over it next
         return module
 
     def exec_module(self, module) -> None:  # the real module already ran: only give it back its own spec
-        module.__spec__ = self._real_spec
+        module.__spec__ = self._real_specs[module.__spec__.name]
 
     def get_code(self, fullname):  # for ``python -m labkit.teach``
         parts = fullname.split(".")

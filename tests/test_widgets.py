@@ -53,7 +53,7 @@ def test_si_prefixes():
 
 def test_cost_table_matches_the_closed_forms():
     link = cost.Link(alpha=1e-6, beta=1e-9)
-    table = plots.cost_table(("ring", "ps"), 4, 1e6, link)
+    table = plots.cost_table(("ring", "ps"), 1e6, 4, link)
     ring = 2 * 3 * 1e-6 + 2 * 3 / 4 * 1e6 * 1e-9  # hand-computed closed form
     assert table["ring"]["time"] == pytest.approx(ring)
     assert table["ring"]["algbw"] == pytest.approx(1e6 / ring)
@@ -62,7 +62,7 @@ def test_cost_table_matches_the_closed_forms():
 
 def test_plot_cost_marks_the_crossover_where_times_are_equal():
     link = cost.preset("10 GbE")
-    fig, result = plots.plot_cost(("ring", "tree"), 8, 1e6, link)
+    fig, result = plots.plot_cost(("ring", "tree"), 1e6, 8, link)
     ((a, b, n),) = result["crossovers"]
     assert cost.allreduce_time(a, n, 8, link) == pytest.approx(cost.allreduce_time(b, n, 8, link))
     ax_t, ax_bw = fig.axes
@@ -70,7 +70,7 @@ def test_plot_cost_marks_the_crossover_where_times_are_equal():
     assert ax_t.get_title() == "All-reduce time, p = 8" and ax_t.get_xlabel() == "message size (bytes)"
     assert ax_bw.get_ylabel() == "bus bandwidth (GB/s)"
     with pytest.raises(ValueError, match="at least one algorithm"):
-        plots.plot_cost((), 8, 1e6, link)
+        plots.plot_cost((), 1e6, 8, link)
 
 
 def test_cost_explorer_responds_to_every_control():

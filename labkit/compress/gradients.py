@@ -168,7 +168,7 @@ def _busiest(fn: Callable, p: int) -> int:
 
 
 def wire_bytes(
-    compressor, size: int, p: int, algorithm: str = "ring", shapes: list | None = None, seed: int = 0
+    compressor, size: int, p: int, *, algorithm: str = "ring", shapes: list | None = None, seed: int = 0
 ) -> int:
     """Bytes the busiest worker sends in one step for a gradient of ``size`` float32 values (None: uncompressed).
 

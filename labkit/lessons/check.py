@@ -1,6 +1,6 @@
 """Exercises marked right or wrong with a reason: ``labkit.check.<name>(answer)``.
 
-Each chapter's exercises live in ``labkit/exercises/chNN.py`` with their solutions (for teachers; the student
+Each chapter's exercises live in ``labkit/lessons/exercises/chNN.py`` with their solutions (for teachers; the student
 notebooks never contain them). An exercise computes the expected answer from an independent formula and says why
 an answer is wrong, not only that it is.
 """
@@ -91,7 +91,7 @@ def _load_all() -> None:
     from labkit.lessons import exercises
 
     for module in pkgutil.iter_modules(exercises.__path__):
-        importlib.import_module(f"labkit.exercises.{module.name}")
+        importlib.import_module(f"labkit.lessons.exercises.{module.name}")
 
 
 def _close(answer: Any, expected: Any, rel_tol: float) -> bool:

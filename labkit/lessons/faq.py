@@ -59,7 +59,7 @@ def amdahl(f: float, p: Any) -> Any:
     return 1.0 / ((1.0 - f) + f / p)
 
 
-def predicted_speedup(step_compute: float, nbytes: int, p: Any, link: cost.Link, algorithm: str = "ring") -> Any:
+def predicted_speedup(step_compute: float, nbytes: int, p: Any, link: cost.Link, *, algorithm: str = "ring") -> Any:
     """Speed-up of data-parallel steps on p workers: t / (t/p + all-reduce of nbytes), t = one worker's compute."""
     ps = np.atleast_1d(np.asarray(p, dtype=int))
     comm_s = np.array([cost.allreduce_time(algorithm, nbytes, int(q), link) if q > 1 else 0.0 for q in ps])

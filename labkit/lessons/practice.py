@@ -127,7 +127,7 @@ def mirrored_fit(x, y, test, devices: list[str], epochs: int = 2, batch_size: in
     return {"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"], "accuracy": float(accuracy)}
 
 
-def predicted_epoch(compute_1: float, steps: int, p: int, nbytes: int, link: cost.Link, cores: int) -> float:
+def predicted_epoch(compute_1: float, steps: int, nbytes: int, p: int, link: cost.Link, cores: int) -> float:
     """Seconds per epoch that the model predicts for p workers: compute shared by min(p, cores) cores + all-reduces.
 
     compute_1 is one worker's measured compute per epoch; each step adds one ring all-reduce of the gradients.

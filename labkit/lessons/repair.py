@@ -77,6 +77,7 @@ def train_on_sim(
     optimizer: str = "adam",
     learning_rate: float = 1e-3,
     seed: int = 0,
+    *,
     algorithm: str = "ring",
 ) -> SimTraining:
     """Train the article's MLP on p simulated ranks in this process: each rank its own replica (same seed, so the

@@ -2,7 +2,7 @@
 
 An exercise cell is a code cell that calls ``check.<name>(answer)`` (or ``labkit.check.<name>(answer)``); its answer
 is the ``answer = ...`` statement in that cell or, when it has none, in the code cell just before it. The solution
-comes from the exercise's registration in ``labkit/exercises/chNN.py``. Command line::
+comes from the exercise's registration in ``labkit/lessons/exercises/chNN.py``. Command line::
 
     python -m labkit.teach                        # teacher/ and student/ copies of every notebook, beside notebooks/
     python -m labkit.teach --out DIR a.ipynb ...  # DIR/teacher/ and DIR/student/
@@ -91,7 +91,8 @@ def exercise_cells(nb: Any, notebook: str = "notebook") -> list[ExerciseCell]:
             if name not in registry:
                 raise TeachError(
                     f"{where} calls check.{name}(answer), but no exercise {name!r} is registered: add it with "
-                    f"@exercise in labkit/exercises/chNN.py or fix the name (registered: {', '.join(sorted(registry))})"
+                    "@exercise in labkit/lessons/exercises/chNN.py or fix the name "
+                    f"(registered: {', '.join(sorted(registry))})"
                 )
             answer_cell, span = i, _answer_span(cell.source)
             if span is None and previous is not None and not CALL.search(nb.cells[previous].source):
@@ -113,7 +114,7 @@ def solve(name: str) -> tuple[bool, str, Any]:
     exec(ex.solution, scope)  # the solution is self-contained code that sets `answer`
     if "answer" not in scope:
         raise TeachError(
-            f"the solution of {name} does not set `answer`: fix it in labkit/exercises/ch{ex.chapter:02d}.py"
+            f"the solution of {name} does not set `answer`: fix it in labkit/lessons/exercises/ch{ex.chapter:02d}.py"
         )
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

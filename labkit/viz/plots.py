@@ -77,7 +77,7 @@ def _log_ticks(axis, lo: float, hi: float, unit: str) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def cost_table(algorithms: tuple[str, ...], p: int, nbytes: float, link: cost.Link) -> dict[str, dict[str, float]]:
+def cost_table(algorithms: tuple[str, ...], nbytes: float, p: int, link: cost.Link) -> dict[str, dict[str, float]]:
     """At one message size: time (s), algbw and busbw (bytes/s, nccl-tests' definitions) per algorithm."""
     table = {}
     for alg in algorithms:
@@ -98,8 +98,8 @@ def crossovers(algorithms: tuple[str, ...], p: int, link: cost.Link, lo: float, 
 
 def plot_cost(
     algorithms: tuple[str, ...],
-    p: int,
     nbytes: float,
+    p: int,
     link: cost.Link,
     lo: float = 1.0,
     hi: float = 1e10,
@@ -130,7 +130,7 @@ def plot_cost(
         ylabel="bus bandwidth (GB/s)",
     )
     ax_t.legend(fontsize=7)
-    return fig, {"table": cost_table(algorithms, p, nbytes, link), "crossovers": marks}
+    return fig, {"table": cost_table(algorithms, nbytes, p, link), "crossovers": marks}
 
 
 def format_cost_table(table: dict[str, dict[str, float]]) -> str:

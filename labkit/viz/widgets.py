@@ -93,7 +93,7 @@ def _link(preset: str, alpha_us: float, GBps: float) -> cost.Link:
     return cost.Link.from_bandwidth(alpha_us * 1e-6, GBps) if preset == CUSTOM else cost.preset(preset)
 
 
-def cost_explorer(p: int = 8, nbytes: float = 1e6, link: str = "10 GbE") -> Explorer:
+def cost_explorer(nbytes: float = 1e6, p: int = 8, link: str = "10 GbE") -> Explorer:
     """Algorithms, p, message size and link → modelled time and bus-bandwidth curves with crossovers and a table."""
     import ipywidgets as w
 
@@ -111,7 +111,7 @@ def cost_explorer(p: int = 8, nbytes: float = 1e6, link: str = "10 GbE") -> Expl
     }
 
     def draw(algorithms, p, nbytes, preset, alpha_us, GBps):
-        return plots.plot_cost(tuple(algorithms), p, nbytes, _link(preset, alpha_us, GBps))
+        return plots.plot_cost(tuple(algorithms), nbytes, p, _link(preset, alpha_us, GBps))
 
     def describe(values: dict, result: dict) -> str:
         head = f"p={values['p']}, n={plots.si(values['nbytes'], 'B')}, link={values['preset']}"

@@ -7,8 +7,8 @@ really does: the messages counted on the ``"sim"`` transport must agree, or the 
 import numpy as np
 
 from labkit import collectives, comm
-from labkit.check import exercise
 from labkit.lessons import concepts
+from labkit.lessons.check import exercise
 
 
 def _agrees(formula, counted, what: str):

@@ -7,7 +7,7 @@ really sends, the idle time of a simulated pipeline — so a solution written as
 import numpy as np
 
 from labkit import comm, cost
-from labkit.check import exercise
+from labkit.lessons.check import exercise
 from labkit.parallel import pipeline as pl
 from labkit.parallel import tensor as tp
 
