@@ -55,3 +55,55 @@ def test_check_op_and_expect_like():
 def test_sim_runs_through_run():
     result = comm.run(noop, 3)
     assert result.values == [0, 1, 2]
+
+
+class QueueComm(comm.CommBase):
+    """A transport as a student writes it: send, recv, sendrecv and barrier over thread queues, nothing else."""
+
+    def __init__(self, rank, size, boxes, gate):
+        self.rank, self.size, self.boxes, self.gate = rank, size, boxes, gate
+
+    def send(self, x, dst, tag=0, label=""):
+        self.boxes[(self.rank, dst, tag)].put(np.array(x, copy=True))  # eager: never waits for the receiver
+
+    def recv(self, src, tag=0, label=""):
+        return self.boxes[(src, self.rank, tag)].get(timeout=10)
+
+    def sendrecv(self, x, dst, src, tag=0, label=""):
+        self.send(x, dst, tag, label)
+        return self.recv(src, tag, label)
+
+    def barrier(self):
+        self.gate.wait(timeout=10)
+
+
+@pytest.mark.parametrize("p", [1, 3, 4])
+def test_a_comm_with_only_the_four_calls_runs_every_collective(p):
+    import collections
+    import queue
+    import threading
+
+    from labkit import collectives
+
+    boxes, gate = collections.defaultdict(queue.Queue), threading.Barrier(p)
+    inputs = [np.arange(10, dtype=np.int64) * (r + 1) for r in range(p)]
+    results = {}
+
+    def rank_main(r):
+        c = QueueComm(r, p, boxes, gate)
+        got = {a: collectives.allreduce(inputs[r], c, algorithm=a) for a in collectives.ALGORITHMS}
+        got["broadcast"] = collectives.broadcast(inputs[r] if r == 0 else None, c)
+        got["allgather"] = collectives.allgather(inputs[r], c)
+        results[r] = got
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(p)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(results) == list(range(p))
+    for got in results.values():
+        for a in collectives.ALGORITHMS:
+            assert np.array_equal(got[a], np.sum(inputs, axis=0)), a
+        assert np.array_equal(got["broadcast"], inputs[0])
+        assert np.array_equal(got["allgather"], np.concatenate(inputs))

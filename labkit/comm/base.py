@@ -5,6 +5,7 @@ barrier. A transport overrides the fused calls only where it can do them faster.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,7 +127,8 @@ def expect_like(out: np.ndarray, incoming: np.ndarray, src: int, rank: int) -> N
 
 
 class CommBase:
-    """Fused receive-and-reduce built from send/recv; a transport overrides them where it can do better."""
+    """Everything beyond send, recv, sendrecv and barrier, built from them: fused receive-and-reduce, receive-into,
+    allgather_object. A transport overrides them only where it can do better."""
 
     rank: int
     size: int
@@ -189,6 +191,20 @@ class CommBase:
         incoming = self.sendrecv(x, dst, src, tag, label)  # type: ignore[attr-defined]
         expect_like(out, incoming, src, self.rank)
         out[...] = incoming
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's (small, picklable) obj in rank order, passed around a ring with sendrecv (p − 1 steps).
+
+        The default for a transport that has only the four calls; sim, shm and MPI exchange it as metadata, outside
+        the trace and the modelled time."""
+        items: list[Any] = [None] * self.size
+        items[self.rank] = obj
+        blob = np.frombuffer(pickle.dumps(obj), np.uint8)
+        right, left = (self.rank + 1) % self.size, (self.rank - 1) % self.size
+        for k in range(1, self.size):
+            blob = self.sendrecv(blob, right, left, label="allgather_object")  # type: ignore[attr-defined]
+            items[(self.rank - k) % self.size] = pickle.loads(blob.tobytes())
+        return items
 
 
 class EagerComm(CommBase):
