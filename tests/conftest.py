@@ -43,6 +43,7 @@ CHAPTERS = {
     "test_check.py": tuple(range(11)),
     "test_notebooks.py": tuple(range(11)),
     "test_teach.py": (),
+    "test_layout.py": (),
 }
 
 

@@ -1,12 +1,15 @@
 """Every test file says which chapters it belongs to, so `pytest -m ch03` runs exactly chapter 3's tests."""
 
+import importlib.util
 import pathlib
 import subprocess
 import sys
 
-import conftest
-
 TESTS = pathlib.Path(__file__).parent
+# tests/conftest.py by its path: benchmarks/tests/ has a conftest too, and `import conftest` may find either
+_spec = importlib.util.spec_from_file_location("tests_conftest", TESTS / "conftest.py")
+conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(conftest)
 
 
 def test_every_test_file_has_chapters():
