@@ -192,3 +192,18 @@ def test_a_transport_outside_those_a_function_takes_is_named_with_the_ones_it_ta
         comm.run(lambda c: None, 2, transport="gloo")
     with pytest.raises(ValueError, match=r"train does not run on transport='shm': use one of \('sim', 'mpi'\)"):
         train.TrainConfig(transport="shm")
+
+
+def test_every_file_of_the_kit_that_the_notebooks_and_readmes_name_exists():
+    import re
+
+    root = PACKAGE.parent
+    texts = [
+        *(root / "notebooks").glob("*.ipynb"),
+        root / "README.md",
+        PACKAGE / "README.md",
+        root / "benchmarks" / "README.md",
+    ]
+    named = {m for path in texts for m in re.findall(r"labkit/[\w/]*\w(?:\.\w+)?", path.read_text(encoding="utf-8"))}
+    named = {n for n in named if "chNN" not in n}  # a pattern for every chapter, not a file
+    assert named and [n for n in sorted(named) if not (root / n).exists()] == []
