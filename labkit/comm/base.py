@@ -132,6 +132,7 @@ class CommBase:
 
     rank: int
     size: int
+    eager = False  # True where a send never waits for its receiver (see EagerComm)
 
     def _peer(self, value: Any, name: str) -> int:
         """A valid rank number (for dst= or src=), or a ValueError that says which ranks there are."""
@@ -174,6 +175,10 @@ class CommBase:
     ) -> None:
         """Send x to dst while receiving from src; out ← out op (what arrived), or acc op it."""
         ufunc = check_op(op)
+        if self.eager:  # the send cannot block: send, then reduce straight out of what arrives (`recv_reduce`)
+            self.send(x, dst, tag, label)  # type: ignore[attr-defined]
+            self.recv_reduce(out, src, tag, op, label, acc=acc)
+            return
         if acc is not None:  # before any message is taken: a bad acc leaves the mailbox as it was
             check_acc(out, acc)
         incoming = self.sendrecv(x, dst, src, tag, label)  # type: ignore[attr-defined]
@@ -188,6 +193,10 @@ class CommBase:
 
     def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
         """Send x to dst while receiving from src into out."""
+        if self.eager:
+            self.send(x, dst, tag, label)  # type: ignore[attr-defined]
+            self.recv_into(out, src, tag, label)
+            return
         incoming = self.sendrecv(x, dst, src, tag, label)  # type: ignore[attr-defined]
         expect_like(out, incoming, src, self.rank)
         out[...] = incoming
@@ -214,28 +223,9 @@ class EagerComm(CommBase):
     (MPI's send may block until the peer receives, so `labkit.comm.mpi` uses MPI_Sendrecv instead.)
     """
 
+    eager = True
+
     def sendrecv(self, x: np.ndarray, dst: int, src: int, tag: int = 0, label: str = "") -> np.ndarray:
         """Send x to dst, then receive from src."""
         self.send(x, dst, tag, label)  # type: ignore[attr-defined]
         return self.recv(src, tag, label)  # type: ignore[attr-defined]
-
-    def sendrecv_reduce(
-        self,
-        x: np.ndarray,
-        dst: int,
-        out: np.ndarray,
-        src: int,
-        tag: int = 0,
-        op: str = "sum",
-        label: str = "",
-        acc=None,
-    ) -> None:
-        """Send x to dst, then reduce what src sent into out: out ← out op it (or acc op it)."""
-        check_op(op)
-        self.send(x, dst, tag, label)  # type: ignore[attr-defined]
-        self.recv_reduce(out, src, tag, op, label, acc=acc)
-
-    def sendrecv_into(self, x: np.ndarray, dst: int, out: np.ndarray, src: int, tag: int = 0, label: str = "") -> None:
-        """Send x to dst, then receive what src sent straight into out."""
-        self.send(x, dst, tag, label)  # type: ignore[attr-defined]
-        self.recv_into(out, src, tag, label)
