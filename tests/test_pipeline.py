@@ -11,15 +11,6 @@ from labkit.viz import gantt, widgets
 FREE = cost.Link(0.0, 0.0)
 
 
-def article_shapes():
-    rng = np.random.default_rng(0)
-    shapes = [(784, 100, "linear"), (100, 100, "relu"), (100, 10, "softmax")]
-    return [
-        tp.Dense(rng.normal(size=(a, b)).astype(np.float32) / 28, np.zeros(b, np.float32), act, f"l{i}")
-        for i, (a, b, act) in enumerate(shapes)
-    ]
-
-
 @pytest.mark.parametrize("p", range(1, 9))
 @pytest.mark.parametrize("micro_batches", [1, 3, 8])
 def test_outputs_equal_one_device(p, micro_batches):
@@ -32,7 +23,7 @@ def test_outputs_equal_one_device(p, micro_batches):
 
 
 def test_the_articles_mlp_on_up_to_three_stages():
-    layers = article_shapes()
+    layers = tp.random_article_layers()
     x = np.random.default_rng(0).random((20, 784), dtype=np.float32)
     for p in (1, 2, 3):
         run = comm.run(lambda c: pl.pipeline_forward(x, layers, c, 4), p)
@@ -42,7 +33,7 @@ def test_the_articles_mlp_on_up_to_three_stages():
 
 
 def test_stages_balance_the_flops():
-    layers = article_shapes()  # 78,400 / 10,000 / 1,000 multiply-adds a row
+    layers = tp.random_article_layers()  # 78,400 / 10,000 / 1,000 multiply-adds a row
     assert pl.stages(layers, 2) == [range(0, 1), range(1, 3)]
     assert pl.stages(layers, 2, balance="count") == [range(0, 2), range(2, 3)]
     assert pl.stages(pl.uniform_mlp(8, 8), 4) == [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
@@ -90,7 +81,7 @@ def test_gantt_chart_from_a_real_trace():
 
 def test_the_explorer_redraws_from_its_controls():
     pytest.importorskip("ipywidgets")
-    ex = widgets.pipeline_explorer({"deep": pl.uniform_mlp(8, 16), "article": article_shapes()})
+    ex = widgets.pipeline_explorer({"deep": pl.uniform_mlp(8, 16), "article": tp.random_article_layers()})
     assert ex.result["p"] == 4 and ex.result["bubble"] == pytest.approx(ex.result["formula"])
     ex.controls["p"].value, ex.controls["micro_batches"].value = 4, 12
     assert ex.result["bubble"] == pytest.approx(3 / 15, abs=1e-3) and "bubble 20.0%" in ex.text  # 128 = 12 × 10.7

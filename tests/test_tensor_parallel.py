@@ -142,3 +142,16 @@ def test_layers_that_are_not_dense_cannot_be_split():
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])
     with pytest.raises(TypeError, match="is a Conv2D: labkit splits Dense layers only"):
         tp.from_keras(model)
+
+
+def test_random_article_layers_have_the_articles_shapes_and_answer_with_probabilities():
+    layers = tp.random_article_layers(seed=3)
+    assert [(d.n_in, d.n_out, d.activation) for d in layers] == [
+        (784, 100, "linear"),
+        (100, 100, "relu"),
+        (100, 10, "softmax"),
+    ]
+    assert sum(d.kernel.size + d.bias.size for d in layers) == 89_610  # the article's MLP, counted in chapter 1
+    out = tp.forward(np.random.default_rng(0).random((5, 784), dtype=np.float32), layers)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.array_equal(layers[0].kernel, tp.random_article_layers(seed=4)[0].kernel)

@@ -15,21 +15,7 @@ from labkit.parallel import tensor as tp
 MPIEXEC = mpirun.mpiexec()
 
 
-def article_shapes(seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = [(784, 100, "linear"), (100, 100, "relu"), (100, 10, "softmax")]
-    return [
-        tp.Dense(
-            (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32),
-            (rng.normal(size=b) * 0.1).astype(np.float32),
-            act,
-            f"layer_{i}",
-        )
-        for i, (a, b, act) in enumerate(shapes)
-    ]
-
-
-LAYERS = article_shapes()
+LAYERS = tp.random_article_layers()
 X = np.random.default_rng(0).random((40, 784), dtype=np.float32)
 REFERENCE = tp.forward(X, LAYERS)
 

@@ -238,3 +238,19 @@ def collectives_per_forward(layers: list[Dense], split: str = "megatron") -> dic
     """How many all-gathers and all-reduces one forward pass makes under ``split``."""
     hows = [piece.how for piece in shard_model(layers, 1, 0, split)]
     return {"all-gather": hows.count("column"), "all-reduce": hows.count("row") + hows.count("pair-row")}
+
+
+def random_article_layers(seed: int = 0) -> list[Dense]:
+    """The article's MLP, 784 → 100 → 100 → 10 (linear, ReLU, softmax), with random weights (scaled 1/√fan-in) and
+    biases: the shapes and costs of the real model where a trained one is not needed (tests, quick runs)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(784, 100, "linear"), (100, 100, "relu"), (100, 10, "softmax")]
+    return [
+        Dense(
+            (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32),
+            (rng.normal(size=b) * 0.1).astype(np.float32),
+            act,
+            f"layer_{i}",
+        )
+        for i, (a, b, act) in enumerate(shapes)
+    ]
