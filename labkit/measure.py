@@ -1,26 +1,20 @@
 """Measure collectives on real processes (``"shm"``) and under MPI, and compare them with the α-β model.
 
 Every timing is taken the same way: all ranks pass a barrier, each times the call, and a repeat counts as the
-slowest rank's time; a size's time is the median over repeats after a warm-up. Under MPI the measuring function
-runs in ``mpiexec -n p python -m labkit.measure …``, which writes its results as JSON. The benchmarks fit more
+slowest rank's time; a size's time is the median over repeats after a warm-up. The same measuring function runs
+on both transports through `comm.run`. The benchmarks fit more
 (`benchmarks/fitting.py`): what fits one machine well is no part of the lesson.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from labkit import collectives, comm, cost
-from labkit.comm import mpirun
 
 
 @dataclass
@@ -138,66 +132,29 @@ PINGPONG_SIZES = (1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22)  # 1 kB … 4 MB:
 SIZES = (1 << 12, 1 << 16, 1 << 20, 1 << 22)  # 4 kB … 4 MB: quick enough for a notebook
 
 
-def _check_p(p: int) -> None:
+def measure(
+    p: int,
+    transport: str = "shm",
+    algorithms: Sequence[str] = cost.ALGORITHMS,
+    sizes: Sequence[int] = SIZES,
+    pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
+    repeats: int = 10,
+    timeout: float = 300.0,
+) -> Measurement:
+    """Ping-pong, exchange and all-reduce times on p real processes of this machine (``"shm"`` or ``"mpi"``)."""
+    comm.check_transport(transport, ("shm", "mpi"), "measure")
     if p < 2:
         raise ValueError(f"measuring needs p >= 2 processes (a ping-pong takes two), got p={p}")
-
-
-def measure_shm(
-    p: int,
-    algorithms: Sequence[str] = cost.ALGORITHMS,
-    sizes: Sequence[int] = SIZES,
-    pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
-    repeats: int = 10,
-    timeout: float = 300.0,
-) -> Measurement:
-    """Ping-pong, exchange and all-reduce times on p real processes of this machine (the ``"shm"`` transport)."""
-    _check_p(p)
     args = (algorithms, sizes, pingpong_sizes, repeats)
-    run = comm.run(_measure, p, transport="shm", timeout=timeout, args=args)
-    return Measurement("shm", p, **run.values[0])  # _measure's keys are the fields' names
+    run = comm.run(_measure, p, transport=transport, timeout=timeout, args=args)
+    return Measurement(transport, p, **run.values[0])  # _measure's keys are the fields' names
 
 
-def measure_mpi(
-    p: int,
-    algorithms: Sequence[str] = cost.ALGORITHMS,
-    sizes: Sequence[int] = SIZES,
-    pingpong_sizes: Sequence[int] = PINGPONG_SIZES,
-    repeats: int = 10,
-    timeout: float = 300.0,
-) -> Measurement:
-    """The same measurements under ``mpiexec -n p`` (labkit's algorithms on `comm.from_mpi`)."""
-    _check_p(p)
-    launcher = mpirun.require_mpiexec()
-    with tempfile.TemporaryDirectory(prefix="labkit-measure-") as tmp:
-        out = Path(tmp) / "measure.json"
-        argv = [launcher, "-n", str(p), sys.executable, "-m", "labkit.measure", "--json", str(out)]
-        argv += ["--algorithms", *algorithms, "--sizes", *map(str, sizes), "--pingpong", *map(str, pingpong_sizes)]
-        done = mpirun.run_mpiexec([*argv, "--repeats", str(repeats)], capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0 or not out.exists():
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            raise RuntimeError(f"mpiexec -n {p} failed (exit {done.returncode}):\n{tail}")
-        got = json.loads(out.read_text())
-    by_size = {k: {int(n): t for n, t in got[k].items()} for k in ("pingpong", "exchange")}  # JSON keys: strings
-    return Measurement("mpi", p, **(got | by_size | {"allreduce": {(a, int(n)): t for a, n, t in got["allreduce"]}}))
+def measure_shm(p: int, **kwargs) -> Measurement:
+    """`measure` on the ``"shm"`` transport (processes exchanging through shared memory)."""
+    return measure(p, "shm", **kwargs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Under mpiexec: measure on `comm.from_mpi` and let rank 0 write the JSON that `measure_mpi` reads."""
-    parser = argparse.ArgumentParser(description="labkit's MPI measuring worker (run by measure_mpi)")
-    parser.add_argument("--json", required=True)
-    parser.add_argument("--algorithms", nargs="+", default=list(cost.ALGORITHMS))
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--pingpong", type=int, nargs="+", default=list(PINGPONG_SIZES))
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args(argv)
-    c = comm.from_mpi(timeout=300)
-    got = _measure(c, args.algorithms, args.sizes, args.pingpong, args.repeats)
-    if c.rank == 0:
-        Path(args.json).write_text(
-            json.dumps(got | {"allreduce": [[a, n, t] for (a, n), t in got["allreduce"].items()]})
-        )
-
-
-if __name__ == "__main__":
-    main()
+def measure_mpi(p: int, **kwargs) -> Measurement:
+    """`measure` under ``mpiexec -n p`` (labkit's algorithms on `comm.from_mpi`)."""
+    return measure(p, "mpi", **kwargs)

@@ -134,3 +134,33 @@ def test_the_trace_keeps_only_the_newest_messages(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ok") == 2  # one line per rank (their lines may interleave)
+
+
+@needs_mpiexec
+def test_run_on_mpi_gives_every_rank_the_sum_and_a_trace():
+    import numpy as np
+
+    from labkit import collectives, comm
+
+    def step(c, n):  # defined here, not importable by the ranks: it travels by value
+        return collectives.allreduce(np.arange(n, dtype=np.float64) * (c.rank + 1), c, algorithm="ring")
+
+    run = comm.run(step, 3, transport="mpi", args=(10,))
+    want = np.sum([np.arange(10.0) * (r + 1) for r in range(3)], axis=0)
+    assert len(run.values) == 3 and all(np.array_equal(v, want) for v in run.values)
+    assert len(run.trace) == 2 * (3 - 1) * 3 and run.time > 0  # the ring: 2(p-1) messages from every rank
+
+
+@needs_mpiexec
+def test_run_on_mpi_names_the_rank_that_raised_and_leaks_nothing():
+    from labkit import comm
+
+    def fail_on_one(c):
+        if c.rank == 1:
+            raise ValueError("rank one gives up")
+        return c.recv(1)  # would wait for ever without the abort
+
+    before = {n for n in os.listdir("/dev/shm") if n.startswith("mpich")}
+    with pytest.raises(comm.CommError, match="rank 1 raised ValueError: rank one gives up"):
+        comm.run(fail_on_one, 2, transport="mpi", timeout=60)
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("mpich")} <= before

@@ -61,8 +61,9 @@ ALL_TRANSPORTS = ("sim", "shm", "mpi")
 #: The most ranks ``"sim"`` runs (a thread each); far more is almost always a byte count passed where p goes.
 MAX_SIM_RANKS = 4096
 
-#: The transports `run` starts; MPI runs are started by ``mpiexec`` and joined with `from_mpi`.
-TRANSPORTS = ("sim", "shm")
+#: The transports `run` starts (``"mpi"`` through ``mpiexec`` on this machine; a script of your own started with
+#: ``mpiexec`` joins with `from_mpi` instead, on one machine or many).
+TRANSPORTS = ("sim", "shm", "mpi")
 
 
 def check_transport(transport: Any, allowed: tuple[str, ...], where: str) -> str:
@@ -96,8 +97,9 @@ def run(
 
     ``transport="sim"`` runs the ranks as threads on logical α-β clocks (``link``: a `labkit.cost.Link`;
     None means `labkit.cost.DEFAULT_LINK`); ``"shm"`` runs them as real processes exchanging through shared
-    memory and measures the time. A rank that raises, dies or waits longer than ``timeout`` seconds makes
-    every other rank raise `CommError`, and `run` raises it too. ``payloads=True`` (sim only) keeps a copy of
+    memory and measures the time; ``"mpi"`` starts them with ``mpiexec`` (`mpijob`) and measures. A rank that
+    raises, dies or waits longer than ``timeout`` seconds makes every other rank raise `CommError`, and `run`
+    raises it too. ``payloads=True`` (sim only) keeps a copy of
     every message's data in the trace, for step-through views of small runs. ``world_size=`` is another name for
     p (MPI's), kept so that code written with it runs.
     """
@@ -110,11 +112,6 @@ def run(
         raise TypeError(f"fn must be a function fn(comm, *args), got {type(fn).__name__}")
     if not timeout or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if transport == "mpi":
-        raise ValueError(
-            "MPI runs are started by mpiexec, not by run(): use `mpiexec -n P python script.py` "
-            "and comm.from_mpi() inside the script"
-        )
     check_transport(transport, TRANSPORTS, "comm.run")
     if transport == "sim":
         if p > MAX_SIM_RANKS:
@@ -126,7 +123,11 @@ def run(
 
         return sim.run_sim(fn, p, link=link, timeout=timeout, args=tuple(args), payloads=payloads)
     if link is not None or payloads:
-        raise ValueError("link= and payloads= are for transport='sim' only; 'shm' measures real processes")
+        raise ValueError(f"link= and payloads= are for transport='sim' only; {transport!r} measures real processes")
+    if transport == "mpi":
+        from labkit.comm import mpijob
+
+        return mpijob.run_mpi(fn, p, timeout=timeout, args=tuple(args))
     from labkit.comm.shm import launcher
 
     return launcher.run_shm(fn, p, timeout=timeout, args=tuple(args))

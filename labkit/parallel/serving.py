@@ -17,20 +17,12 @@ never import TensorFlow. (Fitting the model to one machine's measured times is `
 
 from __future__ import annotations
 
-import argparse
-import os
-import pickle
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from labkit import comm, cost
-from labkit.comm import mpirun
 from labkit.parallel import pipeline as pl
 from labkit.parallel import tensor as tp
 from labkit.split import part
@@ -110,42 +102,8 @@ def serve(
     if scheme == "pipeline" and micro_batches is not None:
         pl.check_micro_batches(len(x), micro_batches)
     args = (scheme, np.asarray(x, np.float32), layers, micro_batches, device)
-    if transport == "mpi":
-        run = _run_mpi(args, p, timeout)
-    else:
-        run = comm.run(_serve_rank, p, transport=transport, link=link, timeout=timeout, args=args)
+    run = comm.run(_serve_rank, p, transport=transport, link=link, timeout=timeout, args=args)
     return Served(collect(scheme, run.values), run.time, run)
-
-
-def _run_mpi(args: tuple, p: int, timeout: float) -> comm.Run:
-    """``mpiexec -n p python -m labkit.parallel.serving DIR``: every rank serves DIR/job.pkl and writes its answers."""
-    with tempfile.TemporaryDirectory(prefix="labkit-serve-") as tmp:
-        (Path(tmp) / "job.pkl").write_bytes(pickle.dumps(args))
-        argv = [mpirun.require_mpiexec(), "-n", str(p), sys.executable, "-m", "labkit.parallel.serving", tmp]
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # a rank is one core
-        done = mpirun.run_mpiexec(argv, capture_output=True, text=True, timeout=timeout, env=env)
-        files = [Path(tmp) / f"rank{r}.pkl" for r in range(p)]
-        if done.returncode != 0 or not all(f.exists() for f in files):
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            raise RuntimeError(
-                f"mpiexec -n {p} python -m labkit.parallel.serving failed (exit {done.returncode}):\n{tail}"
-            )
-        got = [pickle.loads(f.read_bytes()) for f in files]
-    return comm.Run([value for value, _ in got], time=max(t for _, t in got))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Under mpiexec: serve the job in DIR/job.pkl on `comm.from_mpi`; rank r writes (answers, seconds) to
-    DIR/rank<r>.pkl, the seconds from a barrier to the slowest rank's end."""
-    parser = argparse.ArgumentParser(description="labkit's MPI serving worker (run by serve(transport='mpi'))")
-    parser.add_argument("dir")
-    folder = Path(parser.parse_args(argv).dir)
-    c = comm.from_mpi(timeout=300)
-    c.barrier()
-    start = time.perf_counter()
-    value = _serve_rank(c, *pickle.loads((folder / "job.pkl").read_bytes()))
-    seconds = max(c.allgather_object(time.perf_counter() - start))
-    (folder / f"rank{c.rank}.pkl").write_bytes(pickle.dumps((value, seconds)))
 
 
 def memory_per_rank(layers: list[tp.Dense], p: int, scheme: str) -> list[int]:
@@ -237,7 +195,3 @@ def format_times(times: dict[tuple[str, int], float], predicted: dict | None = N
         ]
         lines.append(f"{b:>6}" + "".join(cells))
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    main()
