@@ -99,11 +99,16 @@ PLOT_STYLE = {
 }
 
 
-def setup(seed: int = 0, tensorflow: bool = True) -> None:
+def setup(seed: int = 0, tensorflow: bool = True, lang: str | None = None) -> None:
     """Seed Python, NumPy (and TensorFlow), quiet TensorFlow's start-up logging, and set labkit's plot style.
 
-    ``tensorflow=False`` leaves TensorFlow unimported (chapters that only communicate start faster).
+    ``tensorflow=False`` leaves TensorFlow unimported (chapters that only communicate start faster). ``lang="zh"``
+    makes the kit speak Chinese (`labkit.i18n`); None keeps the language set before, or $LABKIT_LANG, or English.
     """
+    from labkit import i18n
+
+    if lang is not None:
+        i18n.check_language(lang)  # a typo fails before anything is seeded
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # must be set before TensorFlow is imported
     random.seed(seed)
     np.random.seed(seed)
@@ -115,6 +120,7 @@ def setup(seed: int = 0, tensorflow: bool = True) -> None:
         matplotlib.rcParams.update(PLOT_STYLE)
     except ImportError:  # matplotlib is a dependency, but setup() should not be the thing that fails
         return
+    i18n.set_language(i18n.language() if lang is None else lang)  # after the style: it sets the CJK font
     _inline_figures()
 
 

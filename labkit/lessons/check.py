@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from labkit.i18n import tr
+
 
 @dataclass
 class Exercise:
@@ -37,11 +39,11 @@ class Exercise:
 
     def method(self) -> None:
         """Print the full method (for a student who asks for it)."""
-        print(f"[{self.name}] the method: {self.why}")
+        print(tr("[{name}] the method: {why}", name=self.name, why=tr(self.why)))
 
     def mistake_hint(self, answer: Any) -> str:
         """What a known wrong answer suggests, or "" when ``answer`` is none of the listed mistakes."""
-        return next((hint for wrong, hint in self.mistakes if _close(answer, wrong, self.rel_tol)), "")
+        return next((tr(hint) for wrong, hint in self.mistakes if _close(answer, wrong, self.rel_tol)), "")
 
 
 class Mark(int):
@@ -117,20 +119,24 @@ def _close(answer: Any, expected: Any, rel_tol: float) -> bool:
 def mark(ex: Exercise, answer: Any) -> Mark:
     """Print whether ``answer`` is right; a wrong one gets a hint, and the full method from the second wrong try on."""
     if answer is None or answer is Ellipsis:
-        print(f"[{ex.name}] no answer yet: replace the ... with your answer and run the cell again.")
+        print(tr("[{name}] no answer yet: replace the ... with your answer and run the cell again.", name=ex.name))
         return Mark(False)
     if _close(answer, ex.expected(), ex.rel_tol):
         ex.tries = 0
-        print(f"[{ex.name}] right. {ex.why}")
+        print(tr("[{name}] right. {why}", name=ex.name, why=tr(ex.why)))
         return Mark(True)
     ex.tries += 1
-    hint = ex.mistake_hint(answer) or ex.hint or "Go back over the chapter's method, one step at a time."
+    hint = ex.mistake_hint(answer) or tr(ex.hint or "Go back over the chapter's method, one step at a time.")
+    fields = dict(name=ex.name, answer=repr(answer), hint=hint)
     if ex.tries >= 2:
-        print(f"[{ex.name}] not yet: {answer!r} is not the answer. {hint} The method: {ex.why}")
+        print(tr("[{name}] not yet: {answer} is not the answer. {hint} The method: {why}", why=tr(ex.why), **fields))
     else:
         print(
-            f"[{ex.name}] not yet: {answer!r} is not the answer. {hint} "
-            f"Try again; a second wrong answer, or check.{ex.name}.method(), shows the full method."
+            tr(
+                "[{name}] not yet: {answer} is not the answer. {hint} "
+                "Try again; a second wrong answer, or check.{name}.method(), shows the full method.",
+                **fields,
+            )
         )
     return Mark(False)
 
