@@ -7,6 +7,12 @@ PORT   ?= 8888
 # JupyterLab refuses to run as root unless told; only then is the flag added.
 ROOT_FLAG = $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
+# `make lab LABKIT_LANG=zh` opens the Chinese edition (notebooks/zh/). Not LANG: the shell's locale already sets that.
+# The variable only picks the first notebook: each chapter sets its own language (the zh ones call setup(lang="zh")),
+# so it is kept out of the recipes' environment, where it would turn the English chapters' output Chinese.
+LABKIT_LANG ?= en
+unexport LABKIT_LANG
+WELCOME = $(if $(filter zh,$(LABKIT_LANG)),notebooks/zh/00_welcome.ipynb,notebooks/00_welcome.ipynb)
 # Tests never download: the data loader falls back to the offline MNIST subset.
 export LABKIT_OFFLINE ?= 1
 
@@ -14,7 +20,8 @@ export LABKIT_OFFLINE ?= 1
 
 help:
 	@echo "make lab    start JupyterLab on notebooks/00_welcome.ipynb (creates .venv on first use)"
-	@echo "make test   ruff, pytest tests/ and benchmarks/tests/, and every notebook under nbval (prints its time)"
+	@echo "make lab LABKIT_LANG=zh   the same on the Chinese edition, notebooks/zh/00_welcome.ipynb (中文版)"
+	@echo "make test   ruff, pytest tests/ and benchmarks/tests/, and every notebook (English and zh/) under nbval"
 	@echo "make teacher  teacher/ (solutions filled in) and student/ copies of the notebooks"
 	@echo "make test-browser  every widget in JupyterLab in headless Chromium (needs: apt-get install chromium)"
 
@@ -29,7 +36,7 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	@echo "Starting JupyterLab: open the URL with the token that it prints below (Ctrl-C stops it)."
-	LABKIT_OFFLINE= $(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb
+	LABKIT_OFFLINE= $(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG) $(LAB_ARGS) $(WELCOME)
 
 lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks

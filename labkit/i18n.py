@@ -13,8 +13,11 @@ notice from `set_language` saying how to get one. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import unicodedata
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -73,6 +76,16 @@ def set_language(lang: str) -> None:
             matplotlib.rcParams["axes.unicode_minus"] = False  # CJK fonts often lack U+2212, the minus sign
 
 
+@contextlib.contextmanager
+def speaking(lang: str) -> Iterator[None]:
+    """Speak ``lang`` inside the ``with`` block only (teacher copies of each language are written this way)."""
+    before, _state["lang"] = language(), check_language(lang)
+    try:
+        yield
+    finally:
+        _state["lang"] = before
+
+
 @cache
 def catalog(lang: str) -> dict[str, str]:
     """Every English string the kit shows, mapped to ``lang`` (empty for English), from locale/<lang>/*.json."""
@@ -117,3 +130,15 @@ def cjk_font() -> str | None:
                 except (OSError, RuntimeError, ValueError):  # a font file matplotlib cannot read
                     continue
     return found()
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes in a fixed-width font: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, columns: int, align: str = "<") -> str:
+    """``text`` padded with spaces to ``columns`` columns (``"<"`` left, ``">"`` right): str.ljust for tables
+    that may hold Chinese."""
+    space = " " * max(0, columns - width(text))
+    return text + space if align == "<" else space + text

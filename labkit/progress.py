@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from labkit.i18n import tr
+
 if TYPE_CHECKING:
     from labkit.train import History
 
@@ -44,19 +46,33 @@ class Progress:
         self.shown, filled = now, self.width * done // h.steps_per_epoch
         left = (now - self.begun) / done * (h.steps_per_epoch - done)
         self._write(
-            f"epoch {len(h.epoch_loss) + 1}/{h.config.epochs} {'█' * filled}{'·' * (self.width - filled)} "
-            f"{done}/{h.steps_per_epoch} loss {np.mean(h.loss[-done:][-50:]):.4f} ({left:.0f} s left)"
+            tr(
+                "epoch {epoch}/{epochs} {bar} {done}/{steps} loss {loss:.4f} ({left:.0f} s left)",
+                epoch=len(h.epoch_loss) + 1,
+                epochs=h.config.epochs,
+                bar="█" * filled + "·" * (self.width - filled),
+                done=done,
+                steps=h.steps_per_epoch,
+                loss=np.mean(h.loss[-done:][-50:]),
+                left=left,
+            )
         )
 
     def on_epoch(self, h: History) -> None:
-        acc = f", test accuracy {h.epoch_accuracy[-1]:.2%}" if h.epoch_accuracy else ""
+        acc = tr(", test accuracy {acc:.2%}", acc=h.epoch_accuracy[-1]) if h.epoch_accuracy else ""
         modelled = np.mean(h.modelled_seconds[-h.steps_per_epoch :])
-        self._write(
-            f"epoch {len(h.epoch_loss)}/{h.config.epochs}: loss {h.epoch_loss[-1]:.4f}{acc}, "
-            f"{h.epoch_seconds[-1]:.1f} s; a step sends {h.bytes_sent[-1]:,} B (busiest worker), "
-            f"{modelled * 1e3:.3g} ms modelled",
-            end="\n",
+        line = tr(
+            "epoch {epoch}/{epochs}: loss {loss:.4f}{acc}, {seconds:.1f} s; a step sends {nbytes:,} B (busiest "
+            "worker), {ms:.3g} ms modelled",
+            epoch=len(h.epoch_loss),
+            epochs=h.config.epochs,
+            loss=h.epoch_loss[-1],
+            acc=acc,
+            seconds=h.epoch_seconds[-1],
+            nbytes=h.bytes_sent[-1],
+            ms=modelled * 1e3,
         )
+        self._write(line, end="\n")
 
 
 def _watched(stream: Any) -> bool:

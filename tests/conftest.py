@@ -43,6 +43,8 @@ CHAPTERS = {
     "test_check.py": tuple(range(11)),
     "test_notebooks.py": tuple(range(11)),
     "test_teach.py": (),
+    "test_zh.py": tuple(range(11)),
+    "test_i18n.py": (),
     "test_layout.py": (),
 }
 

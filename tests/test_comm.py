@@ -23,7 +23,9 @@ def test_world_size_is_another_name_for_p_and_may_not_be_given_twice():
 
 
 def test_unknown_transport_names_labkits_transports_and_the_ones_run_takes():
-    with pytest.raises(ValueError, match=r"labkit's are \('sim', 'shm', 'mpi'\), and comm.run takes \('sim', 'shm', 'mpi'\)"):
+    with pytest.raises(
+        ValueError, match=r"labkit's are \('sim', 'shm', 'mpi'\), and comm.run takes \('sim', 'shm', 'mpi'\)"
+    ):
         comm.run(noop, 2, transport="tcp")
 
 

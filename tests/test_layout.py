@@ -186,9 +186,7 @@ def test_one_argument_order_and_one_name_for_the_number_of_ranks(name):
 
 
 def test_a_transport_outside_those_a_function_takes_is_named_with_the_ones_it_takes():
-    from labkit import comm, train
-
-    from labkit import measure
+    from labkit import comm, measure, train
 
     with pytest.raises(ValueError, match=r"comm.run takes \('sim', 'shm', 'mpi'\)"):
         comm.run(lambda c: None, 2, transport="gloo")

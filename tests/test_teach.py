@@ -11,7 +11,7 @@ import pytest
 
 from labkit.lessons import check, teach
 
-NOTEBOOKS = sorted(teach.NOTEBOOKS.glob("*.ipynb"))
+NOTEBOOKS = [*sorted(teach.NOTEBOOKS.glob("*.ipynb")), *sorted(teach.NOTEBOOKS.glob("zh/*.ipynb"))]
 FAST = teach.NOTEBOOKS / "02_core_concepts.ipynb"  # its exercises and its whole run take a few seconds
 
 
@@ -74,7 +74,7 @@ def test_teacher_copy_runs_under_nbval_and_its_exercises_print_right(tmp_path):
     assert re.findall(r"FAILED (\S+)::Cell (\d+)", done.stdout) == [("wrong.ipynb", "1")], done.stdout[-3000:]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name.replace("notebooks", "") + p.name[:2])
 def test_student_copy_equals_the_source_outside_exercise_cells_and_undoes_the_teacher_copy(path):
     source = nbformat.read(path, as_version=4)
     student, n = teach.student_copy(source, path.name)

@@ -24,6 +24,7 @@ from typing import Any
 
 import nbformat
 
+from labkit.i18n import speaking
 from labkit.lessons import check
 
 KIT = Path(__file__).resolve().parents[2]  # the kit: labkit/lessons/this file
@@ -201,18 +202,26 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def language_of(path: Path) -> str:
+    """ "zh" for a chapter of the Chinese edition (notebooks/zh/), else "en"."""
+    return "zh" if path.parent.name == "zh" else "en"
+
+
 def write_copies(notebooks: list[Path], out: Path) -> dict[str, int]:
-    """Write ``out/teacher/<name>.ipynb`` and ``out/student/<name>.ipynb`` for each notebook; exercises per notebook."""
+    """Write ``out/teacher/<name>.ipynb`` and ``out/student/<name>.ipynb`` for each notebook (``zh/<name>`` for the
+    Chinese edition, whose "right" outputs are then in Chinese); exercises per notebook."""
     made = {}
     copies = []
     for path in notebooks:  # every notebook is checked before anything is written
         nb = nbformat.read(path, as_version=4)
-        teacher, n = teacher_copy(nb, _shown(path))
-        copies.append((path.name, teacher, student_copy(nb, _shown(path))[0]))
-        made[path.name] = n
+        name = f"zh/{path.name}" if language_of(path) == "zh" else path.name
+        with speaking(language_of(path)):
+            teacher, n = teacher_copy(nb, _shown(path))
+        copies.append((name, teacher, student_copy(nb, _shown(path))[0]))
+        made[name] = n
     for kind, index in (("teacher", 1), ("student", 2)):
-        (out / kind).mkdir(parents=True, exist_ok=True)
         for item in copies:
+            (out / kind / item[0]).parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(item[index], out / kind / item[0])
     return made
 
@@ -229,7 +238,9 @@ def check_notebooks(notebooks: list[Path]) -> list[tuple[str, str, str, bool]]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m labkit.teach [--out DIR] [--check] [notebooks...]``."""
     parser = argparse.ArgumentParser(prog="python -m labkit.teach", description=__doc__.split("\n")[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb of the kit")
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb and notebooks/zh/*.ipynb of the kit"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -239,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="only check that every solution is marked right")
     args = parser.parse_args(argv)
-    paths = args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
+    paths = args.notebooks or [*sorted(NOTEBOOKS.glob("*.ipynb")), *sorted(NOTEBOOKS.glob("zh/*.ipynb"))]
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")

@@ -9,6 +9,7 @@ import numpy as np
 
 from labkit import comm, cost
 from labkit.comm import Run
+from labkit.i18n import plot_tr
 from labkit.parallel import pipeline
 from labkit.parallel.tensor import DEFAULT_DEVICE, Dense, Device
 from labkit.viz.plots import RANK_COLORS
@@ -19,7 +20,7 @@ def _micro_batch(label: str) -> int:
     return int(match[1]) if match else 0
 
 
-def plot_gantt(run: Run, title: str = "Pipeline schedule"):
+def plot_gantt(run: Run, title: str | None = None):
     """A Gantt chart of a sim run: one row per rank, compute spans as wide bars (coloured and numbered by
     micro-batch), messages as thin grey bars on the sender's row from send to arrival. Returns (figure, result):
     the time, the measured bubble, and each rank's busy share."""
@@ -48,18 +49,23 @@ def plot_gantt(run: Run, title: str = "Pipeline schedule"):
             arrowprops={"arrowstyle": "->", "color": "0.5", "lw": 0.6},
         )
     bubble = pipeline.measured_bubble(run, p)
+    title = plot_tr("Pipeline schedule") if title is None else title
     ax.set(
-        title=f"{title}\nmodelled time {run.time * scale:.4g} {unit}, idle (bubble) {bubble:.1%}",
-        xlabel=f"modelled time ({unit})",
-        ylabel="rank (= stage)",
+        title=title
+        + "\n"
+        + plot_tr(
+            "modelled time {t:.4g} {unit}, idle (bubble) {bubble:.1%}", t=run.time * scale, unit=unit, bubble=bubble
+        ),
+        xlabel=plot_tr("modelled time ({unit})", unit=unit),
+        ylabel=plot_tr("rank (= stage)"),
         xlim=(0, run.time * scale * 1.01 or 1),
         ylim=(p - 0.4, -0.6),
         yticks=range(p),
     )
     handles = [
-        Patch(color=RANK_COLORS[0], label="compute\n(no. = micro-batch)"),
-        Patch(color="0.55", label="message"),
-        Patch(facecolor="white", edgecolor="0.7", label="idle"),
+        Patch(color=RANK_COLORS[0], label=plot_tr("compute\n(no. = micro-batch)")),
+        Patch(color="0.55", label=plot_tr("message")),
+        Patch(facecolor="white", edgecolor="0.7", label=plot_tr("idle")),
     ]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig, {"time": run.time, "bubble": bubble, "busy": [b / run.time if run.time else 0.0 for b in busy]}
@@ -77,7 +83,13 @@ def draw_pipeline(
     link = cost.Link(0.0, 0.0) if link_name == FREE_LINK else cost.preset(link_name)
     x = np.zeros((batch, layers[0].n_in), np.float32)
     run = comm.run(lambda c: pipeline.pipeline_forward(x, layers, c, micro_batches, device), p, link=link)
-    title = f"GPipe inference: {p} stages, {micro_batches} micro-batches of a batch of {batch}, {link_name}"
+    title = plot_tr(
+        "GPipe inference: {p} stages, {m} micro-batches of a batch of {batch}, {link}",
+        p=p,
+        m=micro_batches,
+        batch=batch,
+        link=plot_tr("free (α = β = 0)") if link_name == FREE_LINK else link_name,
+    )
     fig, result = plot_gantt(run, title)
     result.update(
         p=p,

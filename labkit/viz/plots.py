@@ -11,6 +11,7 @@ from itertools import combinations
 import numpy as np
 
 from labkit import cost
+from labkit.i18n import pad, plot_tr, tr
 
 #: One colour per rank (or micro-batch, or phase), shared by every figure of the kit.
 RANK_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c")
@@ -58,9 +59,17 @@ def plot_welcome(p: int, params: int, link_name: str = "10 GbE"):
     names = list(numbers)
     colors = [COLORS[a] for a in names]
     ax_bytes.bar(names, [numbers[a][0] / 1e6 for a in names], color=colors)
-    ax_bytes.set(title=f"Bytes the busiest rank sends (p = {p})", ylabel="MB sent", xlabel="algorithm")
+    ax_bytes.set(
+        title=plot_tr("Bytes the busiest rank sends (p = {p})", p=p),
+        ylabel=plot_tr("MB sent"),
+        xlabel=plot_tr("algorithm"),
+    )
     ax_time.bar(names, [numbers[a][1] * 1e3 for a in names], color=colors)
-    ax_time.set(title=f"Modelled all-reduce time on {link_name}", ylabel="time (ms)", xlabel="algorithm")
+    ax_time.set(
+        title=plot_tr("Modelled all-reduce time on {link}", link=link_name),
+        ylabel=plot_tr("time (ms)"),
+        xlabel=plot_tr("algorithm"),
+    )
     return fig, numbers
 
 
@@ -107,7 +116,7 @@ def plot_cost(
 ):
     """Modelled all-reduce time and bus bandwidth against message size, crossovers marked, the chosen size lined."""
     if not algorithms:
-        raise ValueError("choose at least one algorithm to plot")
+        raise ValueError(tr("choose at least one algorithm to plot"))
     sizes = np.logspace(np.log10(lo), np.log10(hi), points)
     fig, (ax_t, ax_bw) = _figure(2, width=9.5, height=3.6)
     for alg in algorithms:
@@ -123,11 +132,15 @@ def plot_cost(
         ax.axvline(nbytes, color="gray", linestyle=":", linewidth=1)
         _log_ticks(ax.xaxis, lo, hi, "B")
     _log_ticks(ax_t.yaxis, *ax_t.get_ylim(), "s")
-    ax_t.set(title=f"All-reduce time, p = {p}", xlabel="message size (bytes)", ylabel="time (log scale)")
+    ax_t.set(
+        title=plot_tr("All-reduce time, p = {p}", p=p),
+        xlabel=plot_tr("message size (bytes)"),
+        ylabel=plot_tr("time (log scale)"),
+    )
     ax_bw.set(
-        title=f"Bus bandwidth ({link.bandwidth / 1e9:.3g} GB/s link)",
-        xlabel="message size (bytes)",
-        ylabel="bus bandwidth (GB/s)",
+        title=plot_tr("Bus bandwidth ({gbps:.3g} GB/s link)", gbps=link.bandwidth / 1e9),
+        xlabel=plot_tr("message size (bytes)"),
+        ylabel=plot_tr("bus bandwidth (GB/s)"),
     )
     ax_t.legend(fontsize=7)
     return fig, {"table": cost_table(algorithms, nbytes, p, link), "crossovers": marks}
@@ -135,7 +148,7 @@ def plot_cost(
 
 def format_cost_table(table: dict[str, dict[str, float]]) -> str:
     """The numbers of `cost_table` as fixed-width text (time with its unit, bandwidths in GB/s)."""
-    lines = [f"{'algorithm':<20}{'time':>12}{'algbw GB/s':>12}{'busbw GB/s':>12}"]
+    lines = [pad(tr("algorithm"), 20) + pad(tr("time"), 12, ">") + f"{'algbw GB/s':>12}{'busbw GB/s':>12}"]
     for alg, row in table.items():
         lines.append(f"{alg:<20}{si(row['time'], 's'):>12}{row['algbw'] / 1e9:>12.3f}{row['busbw'] / 1e9:>12.3f}")
     return "\n".join(lines)
@@ -168,9 +181,9 @@ def plot_measured(*measurements, kind: str = "exchange"):
         _log_ticks(ax.xaxis, sizes[0], sizes[-1], "B")
         _log_ticks(ax.yaxis, *ax.get_ylim(), "s")
         ax.set(
-            title=f"{m.transport}, p = {m.p}: measured (dots), model (lines)",
-            xlabel="message size (bytes)",
-            ylabel="time (log scale)",
+            title=plot_tr("{transport}, p = {p}: measured (dots), model (lines)", transport=m.transport, p=m.p),
+            xlabel=plot_tr("message size (bytes)"),
+            ylabel=plot_tr("time (log scale)"),
         )
         big = [abs(r["error"]) for r in rows if r["bytes"] >= 1 << 20]
         errors[f"{m.transport}, p = {m.p}"] = float(np.median(big)) if big else float("nan")

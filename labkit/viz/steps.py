@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labkit import collectives, comm, cost
+from labkit.i18n import plot_tr, tr
 
 MAX_RANKS = 16  # the encoding needs p bits per value, and a grid wider than 16 ranks is unreadable anyway
 
@@ -122,7 +123,7 @@ def describe(step: Step, k: int, total: int) -> str:
     for m in step.messages:
         holders = "+".join(str(r) for r in sorted(set().union(*m.holders))) if m.holders else "-"
         parts.append(f"{m.src}→{m.dst} e[{_ranges(m.elements)}] ({holders})")
-    return f"step {k}/{total} {step.label}: " + "; ".join(parts)
+    return tr("step {k}/{total} {label}: ", k=k, total=total, label=step.label) + "; ".join(parts)
 
 
 def plot_step(steps: list[Step], k: int, algorithm: str = ""):
@@ -156,7 +157,9 @@ def plot_step(steps: list[Step], k: int, algorithm: str = ""):
         )
         mid = (xy[m.src] + xy[m.dst]) / 2 * 1.12
         ax_net.text(*mid, f"e{_ranges(m.elements)}", fontsize=7, color="#c44e52", ha="center", va="center")
-    ax_net.set(xlim=(-1.4, 1.4), ylim=(-1.4, 1.4), aspect="equal", title=f"messages in {step.label}")
+    ax_net.set(
+        xlim=(-1.4, 1.4), ylim=(-1.4, 1.4), aspect="equal", title=plot_tr("messages in {label}", label=step.label)
+    )
     ax_net.axis("off")
     counts = np.vectorize(lambda m: bin(int(m)).count("1"))(step.buffers)
     ax_buf.imshow(counts, cmap="Blues", vmin=0, vmax=p, aspect="auto")
@@ -173,13 +176,17 @@ def plot_step(steps: list[Step], k: int, algorithm: str = ""):
                     color="white" if counts[r, i] > p / 2 else "black",
                 )
     ax_buf.set(
-        title="contributions each element holds",
-        xlabel="element of the vector",
-        ylabel="rank",
+        title=plot_tr("contributions each element holds"),
+        xlabel=plot_tr("element of the vector"),
+        ylabel=plot_tr("rank"),
         xticks=range(n),
         yticks=range(p),
     )
-    fig.suptitle(f"{algorithm} all-reduce, p = {p}: step {k} of {len(steps)}".strip())
+    fig.suptitle(
+        plot_tr(
+            "{algorithm} all-reduce, p = {p}: step {k} of {total}", algorithm=algorithm, p=p, k=k, total=len(steps)
+        ).strip()
+    )
     return fig, step
 
 
@@ -190,11 +197,11 @@ def ring_chunks(p: int = 4) -> list[tuple[str, np.ndarray, frozenset[tuple[int, 
     """
     steps = trace_steps("ring", p, n=p)  # one element per chunk, so element i is chunk i
     start = np.array([1 << r for r in range(p)], dtype=np.int64)[:, None].repeat(p, axis=1)
-    states = [("start", start, frozenset())]
+    states = [(plot_tr("start"), start, frozenset())]
     for step in steps:
         phase, k = step.label.rsplit(" ", 1)
         arrived = frozenset((m.dst, i) for m in step.messages for i in m.elements)
-        states.append((f"{phase}\nstep {k}", step.buffers, arrived))
+        states.append((plot_tr("{phase}\nstep {k}", phase=phase, k=k), step.buffers, arrived))
     return states
 
 
@@ -225,17 +232,21 @@ def plot_ring_chunks(p: int = 4):
                     ax.add_patch(Rectangle((c - 0.45 + 0.9 * j / p, r - 0.4), 0.9 / p, 0.8, fc=color, lw=0))
                 edge = ("#c00000", 2.2) if (r, c) in arrived else ("0.55", 0.6)
                 ax.add_patch(Rectangle((c - 0.45, r - 0.4), 0.9, 0.8, fill=False, ec=edge[0], lw=edge[1]))
-        ax.set(xlim=(-0.6, p - 0.4), ylim=(p - 0.5, -0.5), xticks=range(p), yticks=range(p), xlabel="chunk")
+        ax.set(xlim=(-0.6, p - 0.4), ylim=(p - 0.5, -0.5), xticks=range(p), yticks=range(p), xlabel=plot_tr("chunk"))
         ax.set_title(title, fontsize=8)
         ax.grid(False)
         ax.set_aspect("equal")
-    axes[0].set_ylabel("rank")
-    handles = [Patch(color=RANK_COLORS[j], label=f"rank {j}'s part") for j in range(p)]
-    handles.append(Patch(fill=False, ec="#c00000", lw=2, label="just arrived"))
+    axes[0].set_ylabel(plot_tr("rank"))
+    handles = [Patch(color=RANK_COLORS[j], label=plot_tr("rank {j}'s part", j=j)) for j in range(p)]
+    handles.append(Patch(fill=False, ec="#c00000", lw=2, label=plot_tr("just arrived")))
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(
-        f"Ring all-reduce on p = {p}: reduce-scatter ({p - 1} steps) sums chunk k onto rank k, "
-        f"all-gather ({p - 1} steps) copies it to all\n(stripes: whose contributions each chunk holds)",
+        plot_tr(
+            "Ring all-reduce on p = {p}: reduce-scatter ({steps} steps) sums chunk k onto rank k, "
+            "all-gather ({steps} steps) copies it to all\n(stripes: whose contributions each chunk holds)",
+            p=p,
+            steps=p - 1,
+        ),
         fontsize=9,
     )
     return fig, states

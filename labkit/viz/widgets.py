@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit import cost
+from labkit.i18n import pad, plot_tr, tr
 from labkit.viz import plots
 from labkit.viz.plots import welcome_numbers  # noqa: F401  (the welcome chapter's numbers, re-exported)
 
@@ -21,6 +22,11 @@ MODELS = {
     "BERT-large (340 M)": 340_000_000,  # Devlin et al. 2019
     "GPT-2 XL (1.5 B)": 1_558_000_000,  # Radford et al. 2019
 }
+
+
+def model_options() -> dict[str, int]:
+    """`MODELS` with labels in the current language (the values, parameter counts, are the same)."""
+    return {tr("the article's MLP (89,610)"): 89_610, **{k: v for k, v in MODELS.items() if v != 89_610}}
 
 
 class Explorer:
@@ -66,21 +72,23 @@ def bytes_per_worker() -> Explorer:
     import ipywidgets as w
 
     controls = {
-        "p": w.IntSlider(value=4, min=2, max=64, description="workers p"),
-        "params": w.Dropdown(options=MODELS, value=89_610, description="model"),
-        "link_name": w.Dropdown(options=list(cost.presets()), value="10 GbE", description="link"),
+        "p": w.IntSlider(value=4, min=2, max=64, description=tr("workers p")),
+        "params": w.Dropdown(options=model_options(), value=89_610, description=tr("model")),
+        "link_name": w.Dropdown(options=list(cost.presets()), value="10 GbE", description=tr("link")),
     }
 
     def describe(values: dict, numbers: dict) -> str:
-        parts = [f"{alg} {plots.si(b, 'B')} in {plots.si(t, 's')}" for alg, (b, t) in numbers.items()]
-        return f"p={values['p']}, {values['params']:,} parameters: " + "; ".join(parts)
+        parts = [
+            tr("{alg} {b} in {t}", alg=alg, b=plots.si(b, "B"), t=plots.si(t, "s")) for alg, (b, t) in numbers.items()
+        ]
+        return tr("p={p}, {params:,} parameters: ", p=values["p"], params=values["params"]) + "; ".join(parts)
 
     return Explorer(controls, plots.plot_welcome, describe)
 
 
 def as_table(numbers: dict) -> str:
     """The numbers of `welcome_numbers` as a small fixed-width table (bytes in MB, time in ms)."""
-    lines = [f"{'algorithm':<10}{'MB sent':>10}{'time (ms)':>12}"]
+    lines = [pad(tr("algorithm"), 10) + pad(tr("MB sent"), 10, ">") + pad(tr("time (ms)"), 12, ">")]
     for alg, (b, t) in numbers.items():
         lines.append(f"{alg:<10}{b / 1e6:>10.3f}{t * 1e3:>12.3f}")
     return "\n".join(lines)
@@ -99,13 +107,17 @@ def cost_explorer(nbytes: float = 1e6, p: int = 8, link: str = "10 GbE") -> Expl
 
     controls = {
         "algorithms": w.SelectMultiple(
-            options=cost.ALGORITHMS, value=("ps", "ring", "tree"), rows=5, description="algorithms"
+            options=cost.ALGORITHMS, value=("ps", "ring", "tree"), rows=5, description=tr("algorithms")
         ),
-        "p": w.IntSlider(value=p, min=2, max=1024, description="ranks p"),
+        "p": w.IntSlider(value=p, min=2, max=1024, description=tr("ranks p")),
         "nbytes": w.FloatLogSlider(
-            value=nbytes, base=10, min=0, max=10, step=0.1, description="bytes", readout_format=".2e"
+            value=nbytes, base=10, min=0, max=10, step=0.1, description=tr("bytes"), readout_format=".2e"
         ),
-        "preset": w.Dropdown(options=[*cost.presets(), CUSTOM], value=link, description="link"),
+        "preset": w.Dropdown(
+            options=[*((name, name) for name in cost.presets()), (tr("custom (α, bandwidth below)"), CUSTOM)],
+            value=link,
+            description=tr("link"),
+        ),
         "alpha_us": w.FloatLogSlider(value=5.0, base=10, min=-1, max=3, step=0.1, description="α (µs)"),
         "GBps": w.FloatLogSlider(value=10.0, base=10, min=-1, max=3, step=0.1, description="GB/s"),
     }
@@ -114,10 +126,10 @@ def cost_explorer(nbytes: float = 1e6, p: int = 8, link: str = "10 GbE") -> Expl
         return plots.plot_cost(tuple(algorithms), nbytes, p, _link(preset, alpha_us, GBps))
 
     def describe(values: dict, result: dict) -> str:
-        head = f"p={values['p']}, n={plots.si(values['nbytes'], 'B')}, link={values['preset']}"
+        head = tr("p={p}, n={n}, link={link}", p=values["p"], n=plots.si(values["nbytes"], "B"), link=values["preset"])
         rows = plots.format_cost_table(result["table"])
-        cross = "; ".join(f"{a} = {b} at {plots.si(n, 'B')}" for a, b, n in result["crossovers"]) or "none"
-        return f"{head}\n{rows}\ncrossovers: {cross}"
+        crossings = [tr("{a} = {b} at {n}", a=a, b=b, n=plots.si(n, "B")) for a, b, n in result["crossovers"]]
+        return head + "\n" + rows + "\n" + tr("crossovers: {list}", list="; ".join(crossings) or tr("none"))
 
     return Explorer(controls, draw, describe)
 
@@ -135,10 +147,10 @@ def step_through(algorithm: str = "ring", p: int = 4) -> Explorer:
         "algorithm": w.Dropdown(
             options=["ring", "tree", "ps", "halving_doubling", "recursive_doubling"],
             value=algorithm,
-            description="algorithm",
+            description=tr("algorithm"),
         ),
-        "p": w.IntSlider(value=p, min=2, max=st.MAX_RANKS, description="ranks p"),
-        "k": w.IntSlider(value=1, min=1, max=len(steps_of(algorithm, p)), description="step"),
+        "p": w.IntSlider(value=p, min=2, max=st.MAX_RANKS, description=tr("ranks p")),
+        "k": w.IntSlider(value=1, min=1, max=len(steps_of(algorithm, p)), description=tr("step")),
     }
 
     def draw(algorithm, p, k):
@@ -150,7 +162,7 @@ def step_through(algorithm: str = "ring", p: int = 4) -> Explorer:
         return st.describe(step, min(values["k"], total), total)
 
     explorer = Explorer(controls, draw, describe)
-    play = w.Play(value=1, min=1, max=controls["k"].max, interval=900, description="play")
+    play = w.Play(value=1, min=1, max=controls["k"].max, interval=900, description=tr("play"))
     w.jslink((play, "value"), (controls["k"], "value"))
 
     def new_run(_change) -> None:
@@ -174,20 +186,20 @@ def memory_calculator():
 
     from labkit.parallel.memory import GB, MODELS, PRECISIONS, Estimate, estimate, plot_estimate
 
-    models = {**MODELS, "7.5 B (ZeRO paper; parameters only)": 7.5e9}
+    models = {**MODELS, tr("7.5 B (ZeRO paper; parameters only)"): 7.5e9}
     controls = {
-        "model": w.Dropdown(options=models, value=MODELS["GPT-3 (175 B)"], description="model"),
-        "devices": w.IntText(value=1024, description="devices"),
+        "model": w.Dropdown(options=models, value=MODELS["GPT-3 (175 B)"], description=tr("model")),
+        "devices": w.IntText(value=1024, description=tr("devices")),
         "dp": w.IntText(value=16, description="dp"),
         "tp": w.IntText(value=8, description="tp"),
         "pp": w.IntText(value=8, description="pp"),
-        "zero": w.Dropdown(options=[0, 1, 2, 3], value=1, description="ZeRO stage"),
-        "precision": w.Dropdown(options=list(PRECISIONS), value="mixed", description="precision"),
-        "recompute": w.Checkbox(value=True, description="recompute"),
-        "micro_batch": w.IntText(value=1, description="micro-batch"),
-        "micro_batches": w.IntText(value=16, description="micro-batches"),
-        "link": w.Dropdown(options=list(cost.presets()), value="InfiniBand HDR", description="dp/pp link"),
-        "tp_link": w.Dropdown(options=list(cost.presets()), value="NVLink 4 (H100)", description="tp link"),
+        "zero": w.Dropdown(options=[0, 1, 2, 3], value=1, description=tr("ZeRO stage")),
+        "precision": w.Dropdown(options=list(PRECISIONS), value="mixed", description=tr("precision")),
+        "recompute": w.Checkbox(value=True, description=tr("recompute")),
+        "micro_batch": w.IntText(value=1, description=tr("micro-batch")),
+        "micro_batches": w.IntText(value=16, description=tr("micro-batches")),
+        "link": w.Dropdown(options=list(cost.presets()), value="InfiniBand HDR", description=tr("dp/pp link")),
+        "tp_link": w.Dropdown(options=list(cost.presets()), value="NVLink 4 (H100)", description=tr("tp link")),
     }
 
     def draw(**values):
@@ -195,14 +207,24 @@ def memory_calculator():
             return plot_estimate(estimate(**values))
         except ValueError as e:  # a bad combination is shown, not raised: the student fixes it with the controls
             fig, _ = plot_estimate(Estimate(*[0.0] * 11))
-            fig.axes[0].set_title("No estimate: fix the setup named above")
+            fig.axes[0].set_title(plot_tr("No estimate: fix the setup named above"))
             return fig, str(e)
 
     def describe(values: dict, result) -> str:
         if isinstance(result, str):
-            return f"cannot estimate: {result}"
-        head = f"{result.params / 1e9:.3g} B parameters on {values['devices']} devices: {result.memory / GB:.2f} GB"
-        return f"{head} per device, {result.traffic / GB:,.1f} GB sent per step\n{result.table()}"
+            return tr("cannot estimate: {reason}", reason=result)
+        return (
+            tr(
+                "{params:.3g} B parameters on {devices} devices: {memory:.2f} GB per device, "
+                "{traffic:,.1f} GB sent per step",
+                params=result.params / 1e9,
+                devices=values["devices"],
+                memory=result.memory / GB,
+                traffic=result.traffic / GB,
+            )
+            + "\n"
+            + result.table()
+        )
 
     for control in controls.values():  # room for the longest label, "micro-batches"
         control.style.description_width = "initial" if isinstance(control, w.Checkbox) else "90px"
@@ -221,9 +243,9 @@ def compression_explorer(
     refs = references(model, x_test, y_test)
     sweeps: dict[tuple[int, int], list[Point]] = {}  # (bits, p) → the line drawn behind the current point
     controls = {
-        "sparsity": w.FloatSlider(value=sparsity, min=0.0, max=0.99, step=0.01, description="sparsity"),
-        "bits": w.IntSlider(value=bits, min=1, max=CODEBOOK_MAX_BITS, description="bits/weight"),
-        "p": w.Dropdown(options=[2, 4, 8, 16, 64], value=p, description="workers p"),
+        "sparsity": w.FloatSlider(value=sparsity, min=0.0, max=0.99, step=0.01, description=tr("sparsity")),
+        "bits": w.IntSlider(value=bits, min=1, max=CODEBOOK_MAX_BITS, description=tr("bits/weight")),
+        "p": w.Dropdown(options=[2, 4, 8, 16, 64], value=p, description=tr("workers p")),
     }
 
     def draw(sparsity, bits, p):
@@ -233,7 +255,7 @@ def compression_explorer(
             sweeps[(bits, p)], tradeoff(model, x_test, y_test, sparsity, bits, p=p, gradient=gradient), refs
         )
 
-    return Explorer(controls, draw, lambda values, point: point.line() + "  (no fine-tuning)")
+    return Explorer(controls, draw, lambda values, point: point.line() + tr("  (no fine-tuning)"))
 
 
 def pipeline_explorer(models: dict, link: str = "free (α = β = 0)") -> Explorer:
@@ -244,21 +266,30 @@ def pipeline_explorer(models: dict, link: str = "free (α = β = 0)") -> Explore
     from labkit.viz.gantt import FREE_LINK, draw_pipeline
 
     controls = {
-        "model": w.Dropdown(options=list(models), description="model"),
-        "p": w.IntSlider(value=4, min=1, max=8, description="stages p"),
-        "micro_batches": w.IntSlider(value=4, min=1, max=32, description="micro-batches"),
-        "batch": w.Dropdown(options=[8, 32, 128, 512, 1024], value=128, description="batch"),
-        "link_name": w.Dropdown(options=[FREE_LINK, *cost.presets()], value=link, description="link"),
+        "model": w.Dropdown(options=list(models), description=tr("model")),
+        "p": w.IntSlider(value=4, min=1, max=8, description=tr("stages p")),
+        "micro_batches": w.IntSlider(value=4, min=1, max=32, description=tr("micro-batches")),
+        "batch": w.Dropdown(options=[8, 32, 128, 512, 1024], value=128, description=tr("batch")),
+        "link_name": w.Dropdown(
+            options=[(tr("free (α = β = 0)"), FREE_LINK), *((name, name) for name in cost.presets())],
+            value=link,
+            description=tr("link"),
+        ),
     }
 
     def draw(model, p, micro_batches, batch, link_name):
         return draw_pipeline(models[model], p, micro_batches, batch, link_name)
 
     def describe(values: dict, result: dict) -> str:
-        return (
-            f"{result['p']} stages, {result['micro_batches']} micro-batches: modelled {result['time'] * 1e3:.4g} ms"
-            f" (closed form {result['predicted'] * 1e3:.4g} ms); bubble {result['bubble']:.1%}, GPipe's"
-            f" (S−1)/(M+S−1) = {result['formula']:.1%}"
+        return tr(
+            "{p} stages, {m} micro-batches: modelled {time:.4g} ms (closed form {predicted:.4g} ms); "
+            "bubble {bubble:.1%}, GPipe's (S−1)/(M+S−1) = {formula:.1%}",
+            p=result["p"],
+            m=result["micro_batches"],
+            time=result["time"] * 1e3,
+            predicted=result["predicted"] * 1e3,
+            bubble=result["bubble"],
+            formula=result["formula"],
         )
 
     return Explorer(controls, draw, describe)
