@@ -126,7 +126,9 @@ def mark(ex: Exercise, answer: Any) -> Mark:
         print(tr("[{name}] right. {why}", name=ex.name, why=tr(ex.why)))
         return Mark(True)
     ex.tries += 1
-    hint = ex.mistake_hint(answer) or tr(ex.hint or "Go back over the chapter's method, one step at a time.")
+    hint = ex.mistake_hint(answer) or (
+        tr(ex.hint) if ex.hint else tr("Go back over the chapter's method, one step at a time.")
+    )
     fields = dict(name=ex.name, answer=repr(answer), hint=hint)
     if ex.tries >= 2:
         print(tr("[{name}] not yet: {answer} is not the answer. {hint} The method: {why}", why=tr(ex.why), **fields))

@@ -177,6 +177,8 @@ CHAPTERS = {
         compression,
         "sparsity key:ArrowRight | sparsity mouse:0.5 | p select:16 | bits key:ArrowRight",
     ),
+    # the Chinese edition: the same widget, its labels and printed text in Chinese, drawn in a CJK font
+    "zh/02_core_concepts.ipynb": (step_through, "k key:ArrowRight | algorithm select:tree | p key:ArrowRight"),
     # the notebook leaves 32 devices, dp 32, tp = pp = 1: dp = 8 then must show the error, not raise it
     "09_future_trends.ipynb": (
         memory_calculator,
@@ -282,8 +284,42 @@ def run_all(page) -> None:
     assert not tracebacks, f"a cell failed in the browser: {tracebacks[0][:2000]}"
 
 
+def assert_chinese_renders(page, lab) -> None:
+    """Every Chinese label of the widget is drawn by a font that has its glyphs (no tofu boxes): Chromium reports
+    the platform fonts it used for each label's text (DevTools' CSS.getPlatformFontsForNode), with glyph counts.
+    And the kernel's figures use a CJK font."""
+    from labkit import i18n
+
+    labels = page.locator(".labkit-explorer label.widget-label")
+    texts = labels.all_text_contents()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    nodes = cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": ".labkit-explorer label.widget-label"})
+    assert len(nodes["nodeIds"]) == len(texts) > 0
+    chinese = 0
+    for node, text in zip(nodes["nodeIds"], texts, strict=True):
+        han = len(re.findall(r"[\u4e00-\u9fff]", text))
+        if not han:
+            continue
+        chinese += 1
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+        cjk = sum(f["glyphCount"] for f in fonts if "CJK" in f["familyName"] or f["familyName"] in i18n.CJK_FONTS)
+        assert cjk >= han, f"label {text!r} drawn with {fonts}: its Chinese characters need a CJK font"
+    assert chinese >= 2, f"the widget's labels are not in Chinese: {texts}"
+    assert run_in_kernel(lab, "from labkit import i18n; print(i18n.cjk_font())").strip() in i18n.CJK_FONTS
+
+
 @pytest.mark.parametrize("notebook", sorted(CHAPTERS))
 def test_every_widget_responds_in_a_real_browser(notebook, lab, screenshots, browser_times):
+    from labkit import i18n
+
+    with i18n.speaking("zh" if notebook.startswith("zh/") else "en"):  # the mirror speaks as the chapter does
+        drive(notebook, lab, screenshots, browser_times)
+
+
+def drive(notebook, lab, screenshots, browser_times) -> None:
     path = ROOT / "notebooks" / notebook
     if not path.exists():
         pytest.fail(f"{path} is missing: the browser suite covers its widget")
@@ -302,7 +338,9 @@ def test_every_widget_responds_in_a_real_browser(notebook, lab, screenshots, bro
         sync(mirror, server)  # a later cell may have set the controls already (chapter 9's does)
     wait_for_text(box, mirror.text)  # the widget as first drawn
     output = box.locator(".widget-output")
-    stem = Path(notebook).stem
+    stem = notebook.replace("/", "-").removesuffix(".ipynb")
+    if notebook.startswith("zh/"):
+        assert_chinese_renders(page, server)
     box.screenshot(path=screenshots / f"{stem}-0-start.png")
     for i, move_ in enumerate(moves_of(plan), 1):
         control = control_in(box, mirror.controls[move_.control].description)
