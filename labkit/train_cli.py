@@ -8,6 +8,7 @@ import os
 import sys
 
 from labkit import collectives, cost
+from labkit.i18n import tr
 from labkit.parallel import data as dataparallel
 from labkit.progress import under_mpiexec
 from labkit.train import OPTIMIZERS, TrainConfig, train
@@ -84,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.out, "w") as f:
                 json.dump(h.as_dict() | {"threads": threads, "dataset": args.dataset}, f)
         if h.rank == 0:
-            same = "identical on every worker" if h.identical else "DIFFERENT between workers"
-            print(f"final weights {same} (sha256 {h.checksums[0][:12]}…)", flush=True)
+            sha = h.checksums[0][:12]
+            if h.identical:
+                print(tr("final weights identical on every worker (sha256 {sha}…)", sha=sha), flush=True)
+            else:
+                print(tr("final weights DIFFERENT between workers (sha256 {sha}…)", sha=sha), flush=True)
         return 0 if h.identical else 1
     except Exception:
         if mpi and MPI.COMM_WORLD.Get_size() > 1:  # one rank's error would leave the others waiting: stop them all

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from labkit.comm import Comm, CommError, check_op
+from labkit.i18n import tr
 
 NUMERIC = "biufc"  # bool, signed and unsigned integers, floats, complex
 
@@ -21,8 +22,11 @@ def check_same(x: np.ndarray, comm: Comm) -> None:
             raise TypeError(f"rank {r} passed {np.dtype(dtype)} data: collectives reduce numeric arrays only")
         if (shape, dtype) != (shape0, dtype0):
             raise CommError(
-                f"rank {r} sent shape {shape} {np.dtype(dtype)}, rank 0 expected {shape0} {np.dtype(dtype0)}:"
-                " every rank must pass arrays of the same shape and dtype"
+                tr(
+                    "rank {r} sent shape {shape} {dtype}, rank 0 expected {shape0} {dtype0}: every rank must pass "
+                    "arrays of the same shape and dtype",
+                    **dict(r=r, shape=shape, dtype=np.dtype(dtype), shape0=shape0, dtype0=np.dtype(dtype0)),
+                )
             )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from labkit.comm.base import CommBase, CommError, Message, check_acc, check_op, expect_like, reduce_into
+from labkit.i18n import tr
 
 TRACE_LIMIT = 100_000  # messages kept in MPIComm.trace (about 15 MB)
 INLINE = 8192  # payloads this small travel inside the header message: one message instead of two
@@ -52,9 +53,10 @@ class _Watchdog(threading.Thread):
     def __init__(self, comm: Any, rank: int, timeout: float) -> None:
         super().__init__(name="labkit-mpi-watchdog", daemon=True)
         self.comm, self.rank, self.timeout = comm, rank, timeout
-        self.deadline, self.what = float("inf"), ""
+        self.deadline, self.what = float("inf"), lambda: ""
 
-    def arm(self, what: str) -> None:
+    def arm(self, what) -> None:
+        """Start the clock of a wait for ``what``: a function that says what is awaited (called only on timeout)."""
         self.what, self.deadline = what, time.monotonic() + self.timeout
 
     def disarm(self) -> None:
@@ -65,9 +67,12 @@ class _Watchdog(threading.Thread):
             time.sleep(min(0.5, self.timeout / 4))
             if time.monotonic() > self.deadline:
                 print(
-                    f"labkit: CommError: rank {self.rank} waited {self.timeout:g} s for {self.what}: does that rank"
-                    " ever send it, or is it stuck? Aborting the MPI job (pass a larger timeout= to from_mpi if"
-                    " the work really takes that long)",
+                    tr(
+                        "labkit: CommError: rank {r} waited {t:g} s for {what}: does that rank ever send it, or is it "
+                        "stuck? Aborting the MPI job (pass a larger timeout= to from_mpi if the work really takes "
+                        "that long)",
+                        **dict(r=self.rank, t=self.timeout, what=self.what()),
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -137,7 +142,10 @@ class MPIComm(CommBase):
         """
         MPI, comm, start = self._MPI, self._comm, time.perf_counter()
         head, big = self._pack(x, label) if dst is not None else (None, None)
-        self._dog.arm(f"a message from rank {src} (tag {tag})" if src is not None else f"rank {dst} to receive")
+        if src is None:
+            self._dog.arm(lambda: tr("rank {dst} to receive", dst=dst))
+        else:
+            self._dog.arm(lambda: tr("a message from rank {src} (tag {tag})", src=src, tag=tag))
         try:
             if src is None:
                 comm.Send([head, MPI.BYTE], dst, tag)
@@ -224,7 +232,7 @@ class MPIComm(CommBase):
 
     def barrier(self) -> None:
         """MPI_Barrier."""
-        self._dog.arm("every rank to reach the barrier")
+        self._dog.arm(lambda: tr("every rank to reach the barrier"))
         try:
             self._comm.Barrier()
         finally:
@@ -232,7 +240,7 @@ class MPIComm(CommBase):
 
     def allgather_object(self, obj: Any) -> list[Any]:
         """Every rank's obj in rank order (mpi4py's pickle-based allgather; metadata, not in the trace)."""
-        self._dog.arm("every rank to call allgather_object")
+        self._dog.arm(lambda: tr("every rank to call allgather_object"))
         try:
             return self._comm.allgather(obj)
         finally:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from labkit.comm.base import CommError, EagerComm, Message, Run, check_acc, check_op, expect_like, reduce_into
+from labkit.i18n import tr
 
 _MISSING = object()
 
@@ -104,7 +105,7 @@ class _World:
         live = [r for r in range(self.size) if not self.finished[r]]
         if not live or any(r not in self.waiting or self.ready(r) for r in live):
             return
-        self.failure = "deadlock: " + "; ".join(self.describe(r) for r in live)
+        self.failure = tr("deadlock: {waits}", waits="; ".join(self.describe(r) for r in live))
         self.cond.notify_all()
 
     def time_out(self) -> None:
@@ -121,18 +122,33 @@ class _World:
         what = self.waiting[rank]
         if what[0] == "gather":
             missing = [r for r, obj in enumerate(self.gathers[what[1]]) if obj is _MISSING]
-            return f"rank {rank} waits in barrier/allgather_object (call {what[1] + 1}) for rank(s) {missing}"
+            return tr(
+                "rank {r} waits in barrier/allgather_object (call {n}) for rank(s) {missing}",
+                **dict(r=rank, n=what[1] + 1, missing=missing),
+            )
         _, src, tag, label = what
-        text = f"rank {rank} waits for a message from rank {src} (tag {tag})"
+        where = dict(r=rank, src=src, tag=tag)
         if self.finished[src]:
-            text += f" that was never sent (rank {src} has returned)"
+            text = tr(
+                "rank {r} waits for a message from rank {src} (tag {tag}) that was never sent (rank {src} has "
+                "returned)",
+                **where,
+            )
         elif src in self.waiting:
-            text += f" that was never sent (rank {src} is waiting too)"
+            text = tr(
+                "rank {r} waits for a message from rank {src} (tag {tag}) that was never sent (rank {src} is "
+                "waiting too)",
+                **where,
+            )
+        else:
+            text = tr("rank {r} waits for a message from rank {src} (tag {tag})", **where)
         if label:
-            text += f", in {label!r}"
+            text += tr(", in {label!r}", label=label)
         other_tags = sorted(t for (d, s, t), q in self.mail.items() if d == rank and s == src and q)
         if other_tags:
-            text += f"; messages from rank {src} with tag(s) {other_tags} are there: do the tags match?"
+            text += tr(
+                "; messages from rank {src} with tag(s) {tags} are there: do the tags match?", src=src, tags=other_tags
+            )
         return text
 
     def main(self, rank: int, fn: Callable[..., Any], args: tuple) -> None:
@@ -143,7 +159,7 @@ class _World:
             with self.cond:
                 self.errors.append((rank, e))
                 if self.failure is None and not any(e is x for x in self.echoes):
-                    self.failure = f"rank {rank} failed: {type(e).__name__}: {e}"
+                    self.failure = tr("rank {r} failed: {error}: {e}", r=rank, error=type(e).__name__, e=e)
         finally:
             with self.cond:
                 self.finished[rank] = True
@@ -285,7 +301,7 @@ def run_sim(
         rank, err = firsts[0]
         if isinstance(err, CommError):
             raise CommError(str(err)) from err
-        raise CommError(f"rank {rank} failed: {type(err).__name__}: {err}") from err
+        raise CommError(tr("rank {r} failed: {error}: {e}", r=rank, error=type(err).__name__, e=err)) from err
     if world.failure is not None:
         raise CommError(world.failure)
     trace = [

@@ -18,6 +18,7 @@ import numpy as np
 
 from labkit.compress import codec, gradients
 from labkit.compress.pruning import magnitude_masks
+from labkit.i18n import plot_tr, tr
 
 __all__ = [
     "clone",
@@ -74,11 +75,20 @@ class Point:
 
     def line(self) -> str:
         """The numbers in one line of text (what the widget prints)."""
-        stored = f"{self.clusters}-entry codebook" if self.clusters else f"int{self.bits}"
-        return (
-            f"sparsity {self.sparsity:.0%}, {stored}: {self.nbytes:,} B ({self.ratio:.1f}× smaller), "
-            f"accuracy {self.accuracy:.1%} | {self.gradient} gradients on p={self.p}: {self.wire_bytes:,} B/step "
-            f"(float32: {self.wire_dense:,} B, {self.wire_dense / self.wire_bytes:.1f}×)"
+        stored = tr("{k}-entry codebook", k=self.clusters) if self.clusters else f"int{self.bits}"
+        return tr(
+            "sparsity {s:.0%}, {stored}: {n:,} B ({ratio:.1f}× smaller), accuracy {acc:.1%} | {g} gradients on "
+            "p={p}: {wire:,} B/step (float32: {dense:,} B, {saved:.1f}×)",
+            s=self.sparsity,
+            stored=stored,
+            n=self.nbytes,
+            ratio=self.ratio,
+            acc=self.accuracy,
+            g=self.gradient,
+            p=self.p,
+            wire=self.wire_bytes,
+            dense=self.wire_dense,
+            saved=self.wire_dense / self.wire_bytes,
         )
 
 
@@ -179,11 +189,14 @@ def plot_tradeoff(points: list[Point], current: Point, refs: dict[str, tuple[int
     fig = Figure(figsize=(6.5, 3.4), dpi=80)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.15, top=0.88)
-    ax.plot([q.nbytes for q in points], [100 * q.accuracy for q in points], "o-", ms=4, label=f"{current.bits} bits")
+    bits = plot_tr("{bits} bits", bits=current.bits)
+    ax.plot([q.nbytes for q in points], [100 * q.accuracy for q in points], "o-", ms=4, label=bits)
+    shown = {"dense float32": plot_tr("dense float32")}  # the references' names are keys: shown, not changed
     for (name, (nbytes, acc)), marker in zip(refs.items(), ("s", "D"), strict=False):
-        ax.plot(nbytes, 100 * acc, marker, color="0.4", label=name)
-    ax.plot(current.nbytes, 100 * current.accuracy, "*", ms=14, color="C3", label=f"sparsity {current.sparsity:.0%}")
-    ax.set(xscale="log", xlabel="bytes of the stored model (log scale)", ylabel="test accuracy (%)")
-    ax.set_title("Pruning + weight sharing, no fine-tuning: size against accuracy")
+        ax.plot(nbytes, 100 * acc, marker, color="0.4", label=shown.get(name, name))
+    now = plot_tr("sparsity {s:.0%}", s=current.sparsity)
+    ax.plot(current.nbytes, 100 * current.accuracy, "*", ms=14, color="C3", label=now)
+    ax.set(xscale="log", xlabel=plot_tr("bytes of the stored model (log scale)"), ylabel=plot_tr("test accuracy (%)"))
+    ax.set_title(plot_tr("Pruning + weight sharing, no fine-tuning: size against accuracy"))
     ax.legend(fontsize=8, loc="lower right")
     return fig, current

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labkit.i18n import tr
+
 
 @dataclass(frozen=True)
 class SizeReport:
@@ -34,12 +36,24 @@ class SizeReport:
         return out
 
     def table(self) -> str:
-        """A Markdown table: one row per layer, one column per part, in bytes."""
+        """A Markdown table: one row per layer, one column per part, in bytes (headers in the current language)."""
         parts = list(self.by_part())
-        lines = ["| layer | " + " | ".join(parts) + " | total |", "|---" * (len(parts) + 2) + "|"]
+        names = {
+            "header": tr("header"),
+            "codebook": tr("codebook"),
+            "scales": tr("scales"),
+            "huffman tables": tr("huffman tables"),
+            "indices": tr("indices"),
+            "weights": tr("weights"),
+            "bias": tr("bias"),
+        }
+        head = " | ".join(names.get(p, p) for p in parts)
+        lines = [f"| {tr('layer')} | {head} | {tr('total')} |", "|---" * (len(parts) + 2) + "|"]
         for layer, row in self.by_layer().items():
+            shown = tr("(model)") if layer == "(model)" else layer
             lines.append(
-                f"| {layer} | " + " | ".join(f"{row.get(p, 0):,}" for p in parts) + f" | {sum(row.values()):,} |"
+                f"| {shown} | " + " | ".join(f"{row.get(p, 0):,}" for p in parts) + f" | {sum(row.values()):,} |"
             )
-        lines.append(f"| all | {' | '.join(f'{v:,}' for v in self.by_part().values())} | {self.total:,} |")
-        return "\n".join(lines) + f"\n\nDense float32: {self.dense_bytes:,} bytes; {self.ratio:.1f}× smaller."
+        lines.append(f"| {tr('all')} | {' | '.join(f'{v:,}' for v in self.by_part().values())} | {self.total:,} |")
+        dense = tr("Dense float32: {n:,} bytes; {ratio:.1f}× smaller.", n=self.dense_bytes, ratio=self.ratio)
+        return "\n".join(lines) + "\n\n" + dense

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from labkit import import_tensorflow
+from labkit.i18n import tr
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, as in labkit.models)
@@ -58,7 +59,9 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)  # "Category: first line" of each warning it raised
 
     def __str__(self) -> str:
-        return "ran to the end without an error" if self.ok else f"{self.error_type}: {self.message}"
+        if self.ok:
+            return tr("ran to the end without an error")
+        return tr("{error_type}: {message}", error_type=self.error_type, message=self.message)
 
 
 def first_line(text: str, limit: int = 100) -> str:
@@ -106,7 +109,26 @@ def pieces(code: str = SECTION3_CODE) -> dict[str, str]:
 
 # --- running the article's program, one fix at a time -----------------------------------------------------------
 
-Fix = namedtuple("Fix", "defect old new")
+
+class Fix(namedtuple("Fix", "defect old new")):
+    """One repair: what is wrong (``defect``, shown in the current language), the text to replace, its replacement."""
+
+    __slots__ = ()
+
+    @property
+    def defect(self) -> str:
+        english = self[0]
+        return {
+            "no data set": tr("no data set"),
+            "tf.keras.utils.shuffle does not exist": tr("tf.keras.utils.shuffle does not exist"),
+            "labels taken from the data": tr("labels taken from the data"),
+            "model.predict inside GradientTape": tr("model.predict inside GradientTape"),
+            "training_step is undefined": tr("training_step is undefined"),
+            "the global optimiser meets a new model copy in every task": tr(
+                "the global optimiser meets a new model copy in every task"
+            ),
+        }.get(english, english)
+
 
 #: One-line repairs, in the order the program meets its failures; `run_article(fixes=k)` applies the first k.
 FIXES = (

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labkit.i18n import plot_tr
+
 GB = 1e9
 
 
@@ -212,14 +214,23 @@ def plot_memory(models=MODELS, devices=DEVICES):
     years = [m.year for m in models]
     train = [memory_bytes(m.params, "train_mixed") / GB for m in models]
     infer = [memory_bytes(m.params, "infer_fp16") / GB for m in models]
-    ax.semilogy(years, train, "o", color="#c44e52", label="training states: Adam, mixed precision (16 B/param)")
-    ax.semilogy(years, infer, "x", color="#4c72b0", label="inference weights: fp16 (2 B/param)")
+    ax.semilogy(
+        years, train, "o", color="#c44e52", label=plot_tr("training states: Adam, mixed precision (16 B/param)")
+    )
+    ax.semilogy(years, infer, "x", color="#4c72b0", label=plot_tr("inference weights: fp16 (2 B/param)"))
     _label_points(ax, years, train, [m.name for m in models])
     dev_years = [d.year for d in devices] + [max(years + [d.year for d in devices]) + 1]
     dev_gb = [d.memory_gb for d in devices] + [devices[-1].memory_gb]
-    ax.step(dev_years, dev_gb, where="post", color="black", label="memory of one data-centre GPU (largest of its day)")
+    ax.step(
+        dev_years,
+        dev_gb,
+        where="post",
+        color="black",
+        label=plot_tr("memory of one data-centre GPU (largest of its day)"),
+    )
     _years_axis(ax, dev_years)
-    ax.set(title="What a model needs against what one GPU holds", xlabel="year", ylabel="memory (GB, log scale)")
+    ax.set(title=plot_tr("What a model needs against what one GPU holds"), xlabel=plot_tr("year"))
+    ax.set_ylabel(plot_tr("memory (GB, log scale)"))
     ax.legend(fontsize=7, loc="upper left")
     data = {
         "models": [(m.name, m.year, t, i) for m, t, i in zip(models, train, infer, strict=True)],
@@ -244,18 +255,20 @@ def plot_compute(runs=RUNS, device: str = "H100 SXM", reference: tuple[str, floa
         [r.reported_flops for r in reported],
         "k+",
         markersize=10,
-        label="the paper's own total",
+        label=plot_tr("the paper's own total"),
     )
     _label_points(ax_c, years, c6, [r.name for r in runs])
     if reference:
         ax_c.axhline(reference[1], color="gray", linestyle=":", label=reference[0])
     _years_axis(ax_c, years, 1.8)
-    ax_c.set(title="Training compute", xlabel="year", ylabel="FLOPs (log scale)")
+    ax_c.set(title=plot_tr("Training compute"), xlabel=plot_tr("year"), ylabel=plot_tr("FLOPs (log scale)"))
     ax_c.legend(fontsize=7, loc="center left")
     one_gpu_years = [c / peak / (365.25 * 86400) for c in c6]
-    ax_t.bar([r.name for r in runs], one_gpu_years, color="#dd8452", label=f"one {device} at {peak / 1e12:.0f} TFLOP/s")
+    one = plot_tr("one {device} at {tflops:.0f} TFLOP/s", device=device, tflops=peak / 1e12)
+    ax_t.bar([r.name for r in runs], one_gpu_years, color="#dd8452", label=one)
     ax_t.set_yscale("log")
-    ax_t.set(title="Time on one GPU at its peak", xlabel="training run", ylabel="years (log scale)")
+    ax_t.set(title=plot_tr("Time on one GPU at its peak"), xlabel=plot_tr("training run"))
+    ax_t.set_ylabel(plot_tr("years (log scale)"))
     ax_t.tick_params(axis="x", labelsize=7)
     ax_t.legend(fontsize=7)
     data = [
@@ -268,19 +281,23 @@ def plot_compute(runs=RUNS, device: str = "H100 SXM", reference: tuple[str, floa
 def plot_data(datasets=DATASETS):
     """Training-set sizes over the years: images for vision, words or tokens for language."""
     fig, ax = _figure()
-    styles = {"images": ("s", "#55a868"), "words": ("^", "#8172b2"), "tokens": ("o", "#4c72b0")}
-    for unit, (marker, color) in styles.items():
+    styles = {
+        "images": ("s", "#55a868", plot_tr("images")),
+        "words": ("^", "#8172b2", plot_tr("words")),
+        "tokens": ("o", "#4c72b0", plot_tr("tokens")),
+    }
+    for unit, (marker, color, name) in styles.items():
         rows = [d for d in datasets if d.unit == unit]
         if rows:
-            ax.semilogy([d.year for d in rows], [d.size for d in rows], marker, color=color, label=unit)
+            ax.semilogy([d.year for d in rows], [d.size for d in rows], marker, color=color, label=name)
     _label_points(ax, [d.year for d in datasets], [d.size for d in datasets], [d.name for d in datasets], 7)
     _years_axis(ax, [d.year for d in datasets], 3.0)
     ax.set(
-        title="Training data grows too",
-        xlabel="year",
-        ylabel="training-set size (items, log scale)",
+        title=plot_tr("Training data grows too"),
+        xlabel=plot_tr("year"),
+        ylabel=plot_tr("training-set size (items, log scale)"),
     )
-    ax.legend(fontsize=7, loc="upper left", title="items are", title_fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", title=plot_tr("items are"), title_fontsize=7)
     return fig, [(d.name, d.year, d.size, d.unit) for d in datasets]
 
 
@@ -288,12 +305,14 @@ def plot_baseline(history: dict[str, list[float]], epoch_seconds: list[float]):
     """One worker's training: accuracy per epoch (train, and test if given) and the seconds each epoch took."""
     fig, (ax_a, ax_t) = _figure(2, width=9.0, height=3.2)
     epochs = np.arange(1, len(epoch_seconds) + 1)
-    ax_a.plot(epochs, history["accuracy"], "o-", label="training set")
+    ax_a.plot(epochs, history["accuracy"], "o-", label=plot_tr("training set"))
     if "val_accuracy" in history:
-        ax_a.plot(epochs, history["val_accuracy"], "s--", label="test set")
-    ax_a.set(title="Accuracy after each epoch", xlabel="epoch", ylabel="accuracy (fraction correct)")
+        ax_a.plot(epochs, history["val_accuracy"], "s--", label=plot_tr("test set"))
+    ax_a.set(title=plot_tr("Accuracy after each epoch"), xlabel=plot_tr("epoch"))
+    ax_a.set_ylabel(plot_tr("accuracy (fraction correct)"))
     ax_a.legend(fontsize=7)
-    ax_t.bar(epochs, epoch_seconds, color="#dd8452", label="measured on this machine")
-    ax_t.set(title="Time per epoch (the first builds the graph)", xlabel="epoch", ylabel="time (s)")
+    ax_t.bar(epochs, epoch_seconds, color="#dd8452", label=plot_tr("measured on this machine"))
+    ax_t.set(title=plot_tr("Time per epoch (the first builds the graph)"), xlabel=plot_tr("epoch"))
+    ax_t.set_ylabel(plot_tr("time (s)"))
     ax_t.legend(fontsize=7)
     return fig, {"epochs": epochs.tolist(), "seconds": list(epoch_seconds)}

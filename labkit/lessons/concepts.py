@@ -8,15 +8,18 @@ transport: ``comm.run(lambda c: simple_row_parallel_matmul(x, w, c), 4)``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from labkit import collectives
 from labkit.comm import Comm, Message
+from labkit.i18n import pad, plot_tr, tr
+from labkit.i18n import width as columns
+from labkit.lessons.diagrams import draw_parallelism  # noqa: F401 (chapter 2 draws the three kinds here)
 from labkit.split import part, stage_layers  # noqa: F401 (chapter 2 shows both)
 from labkit.viz.plots import RANK_COLORS
+from labkit.viz.steps import label_text, phase_and_step  # noqa: F401 (chapter 2 reads labels with them)
 
 # --- data parallelism: replicate the model, split the batch, all-reduce the gradients ------------------------------
 
@@ -128,13 +131,9 @@ def _cells(a: Any) -> str:
     return "[" + " ".join(fmt(v) for v in a.ravel()) + "]"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _and(items: list[str]) -> str:
     """['1', '2', '3'] → '1, 2 and 3'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return items[0] if len(items) == 1 else tr("{items} and {last}", items=", ".join(items[:-1]), last=items[-1])
 
 
 def busiest_senders(trace: list[Message]) -> tuple[list[int], int, int]:
@@ -150,27 +149,30 @@ def busiest_senders(trace: list[Message]) -> tuple[list[int], int, int]:
 def trace_summary(trace: list[Message]) -> str:
     """One line: messages, steps, bytes in all, who sends the most bytes (all tied ranks named), the last arrival."""
     if not trace:
-        return "no messages"
+        return tr("no messages")
     top, most, ranks = busiest_senders(trace)
     if len(top) == ranks > 1:
-        who = f"every rank sends the same ({most} B)"
+        who = tr("every rank sends the same ({most} B)", most=most)
     elif len(top) == 1:
-        who = f"rank {top[0]} sends the most ({most} B)"
+        who = tr("rank {r} sends the most ({most} B)", r=top[0], most=most)
     else:
-        who = f"ranks {_and([str(r) for r in top])} send the most ({most} B each)"
-    steps = len({m.label for m in trace})
-    total = sum(m.nbytes for m in trace)
-    return (
-        f"{_count(len(trace), 'message')} in {_count(steps, 'step')}, {total} B in all; {who};"
-        f" the last arrives at {max(m.end for m in trace) * 1e6:.1f} µs"
+        who = tr("ranks {ranks} send the most ({most} B each)", ranks=_and([str(r) for r in top]), most=most)
+    n, steps = len(trace), len({m.label for m in trace})
+    return tr(
+        "{messages} in {steps}, {total} B in all; {who}; the last arrives at {end:.1f} µs",
+        messages=tr("1 message") if n == 1 else tr("{n} messages", n=n),
+        steps=tr("1 step") if steps == 1 else tr("{n} steps", n=steps),
+        total=sum(m.nbytes for m in trace),
+        who=who,
+        end=max(m.end for m in trace) * 1e6,
     )
 
 
 def show_buffers(before: list, after: list, trace: list[Message] | None = None) -> str:
     """A table of every rank's buffer before and after a collective (— where a rank has none), then the trace."""
     left = [_cells(a) for a in before]
-    width = max(len("before"), *map(len, left))
-    lines = [f"{'rank':<6}{'before':<{width}}   after"]
+    width = max(columns(tr("before")), *map(len, left))
+    lines = [pad(tr("rank"), 6) + pad(tr("before"), width) + "   " + tr("after")]
     lines += [f"{r:<6}{left[r]:<{width}}   {_cells(a)}" for r, a in enumerate(after)]
     if trace is not None:
         lines.append(trace_summary(trace))
@@ -181,19 +183,20 @@ def format_trace(trace: list[Message], by_step: bool = True) -> str:
     """A trace as text: one line per step (its messages, their size and span in µs), or one line per message."""
     if not by_step:
         rows = [
-            f"{m.src} → {m.dst}  {m.nbytes:5d} B  {m.start * 1e6:6.1f}–{m.end * 1e6:6.1f} µs  {m.label}" for m in trace
+            f"{m.src} → {m.dst}  {m.nbytes:5d} B  {m.start * 1e6:6.1f}–{m.end * 1e6:6.1f} µs  {label_text(m.label)}"
+            for m in trace
         ]
         return "\n".join([trace_summary(trace), *rows])
     steps: dict[str, list[Message]] = {}
     for m in trace:
         steps.setdefault(m.label, []).append(m)
-    width = max((len(label) for label in steps), default=0)
+    width = max((columns(label_text(label)) for label in steps), default=0)
     lines = [trace_summary(trace)]
     for label, ms in steps.items():
         pairs = ", ".join(f"{m.src}→{m.dst}" for m in ms)
-        sizes = "/".join(str(s) for s in sorted({m.nbytes for m in ms}))
+        sizes = tr("{sizes:>5} B each", sizes="/".join(str(s) for s in sorted({m.nbytes for m in ms})))
         span = f"{min(m.start for m in ms) * 1e6:.1f}–{max(m.end for m in ms) * 1e6:.1f} µs"
-        lines.append(f"  {label:<{width}}  {pairs:<22} {sizes:>5} B each  {span}")
+        lines.append(f"  {pad(label_text(label), width)}  {pairs:<22} {sizes}  {span}")
     return "\n".join(lines)
 
 
@@ -207,13 +210,7 @@ def _figure(width: float, height: float, nrows: int = 1):
     return fig, fig.subplots(nrows, 1, squeeze=False)[:, 0]
 
 
-def phase_and_step(label: str) -> tuple[str, str]:
-    """'reduce-scatter 2/3' → ('reduce-scatter', '2/3'); a label without a step number keeps it all as the phase."""
-    match = re.fullmatch(r"(.*?)\s*(\d+/\d+)", label)
-    return (match[1], match[2]) if match else (label, "")
-
-
-def plot_timeline(traces: dict[str, list[Message]] | list[Message], title: str = "Message trace"):
+def plot_timeline(traces: dict[str, list[Message]] | list[Message], title: str | None = None):
     """A Gantt view of sim traces: one row per rank, a bar per message on its sender's row from send to arrival.
 
     One panel per named trace (``title`` above them all), or one panel titled ``title`` for a single trace. An arrow
@@ -222,7 +219,7 @@ def plot_timeline(traces: dict[str, list[Message]] | list[Message], title: str =
     """
     from matplotlib.patches import Patch
 
-    named = isinstance(traces, dict)
+    named, title = isinstance(traces, dict), plot_tr("Message trace") if title is None else title
     traces = traces if named else {title: traces}
     height = 0.5 + 0.3 * named + 1.9 * len(traces)
     fig, axes = _figure(8.5, height, nrows=len(traces))
@@ -243,77 +240,10 @@ def plot_timeline(traces: dict[str, list[Message]] | list[Message], title: str =
             if step:
                 ax.text((t0 + t1) / 2, m.src, step, ha="center", va="center", fontsize=6)
             rows.append((name, m.src, m.dst, t0, t1, m.label))
-        ax.set(title=name, xlabel="modelled time (µs)", ylabel="rank", xlim=(0, end * 1.02), ylim=(p - 0.5, -0.5))
+        ax.set(title=name, xlabel=plot_tr("modelled time (µs)"), ylabel=plot_tr("rank"), xlim=(0, end * 1.02))
+        ax.set_ylim(p - 0.5, -0.5)
         ax.set_yticks(range(p))
-        handles = [Patch(color=RANK_COLORS[i % len(RANK_COLORS)], alpha=0.75, label=ph) for i, ph in enumerate(phases)]
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="phase")
+        colors = [RANK_COLORS[i % len(RANK_COLORS)] for i in range(len(phases))]
+        handles = [Patch(color=c, alpha=0.75, label=label_text(ph, True)) for c, ph in zip(colors, phases, strict=True)]
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=plot_tr("phase"))
     return fig, rows
-
-
-def _box(ax, x: float, y: float, w: float, h: float, text: str, color: str = "#dde6f2") -> None:
-    from matplotlib.patches import FancyBboxPatch
-
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", fc=color, ec="0.3", lw=0.8))
-    ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
-
-
-def _arrow(ax, x0: float, y0: float, x1: float, y1: float) -> None:
-    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "-|>", "color": "0.3", "lw": 0.8})
-
-
-def _draw_replicas(ax, p: int, kind: str) -> None:
-    """Per rank, top to bottom: its input, what it computes, the collective, what it ends with."""
-    top, middle, out = {
-        "data": ("batch shard {r}", "whole model\n(a replica)\n→ gradient $g_{r}$", "same update\nw ← w − η·g/N"),
-        "tensor": ("whole X\n(its columns $I_{r}$)", "$X_{{:,I_{r}}}\\,W_{{I_{r},:}}$\n= partial $Y_{r}$", "Y = X W"),
-    }[kind]
-    collective = "all-reduce: g = Σ$_r$ $g_r$" if kind == "data" else "all-reduce: Y = Σ$_r$ $Y_r$"
-    for r in range(p):
-        tint = RANK_COLORS[r] + "40"  # the rank's colour, mostly transparent
-        _box(ax, r, 5.1, 0.8, 0.8, top.format(r=r), tint)
-        _box(ax, r, 3.3, 0.86, 1.5, middle.format(r=r), tint)
-        _box(ax, r, 0.5, 0.8, 0.8, out, "#eeeeee")
-        _arrow(ax, r, 4.7, r, 4.05)
-        _arrow(ax, r, 2.55, r, 2.05)
-        _arrow(ax, r, 1.35, r, 0.9)
-    _box(ax, (p - 1) / 2, 1.7, p - 0.3, 0.5, collective, "#f6e3c6")
-
-
-def _draw_pipeline(ax, p: int, micro: int) -> None:
-    """GPipe's training schedule: forwards F1…FM down the stages, then backwards in reverse; grey gaps are bubbles."""
-    slots = 2 * (micro + p - 1)
-    ax.barh(range(p), slots, left=0, height=0.8, color="#eeeeee")
-    for s in range(p):
-        for m in range(micro):
-            for t, name in ((m + s, "F"), (micro + p - 1 + m + (p - 1 - s), "B")):
-                color = RANK_COLORS[m % len(RANK_COLORS)] + ("c0" if name == "F" else "60")
-                ax.barh(s, 1, left=t, height=0.8, color=color, edgecolor="white")
-                ax.text(t + 0.5, s, f"{name}{m + 1}", ha="center", va="center", fontsize=7)
-    ax.axvline(micro + p - 1, color="0.3", linestyle=":", linewidth=1)
-    ax.text(micro + p - 1.15, 0, "inference\nstops here →", ha="right", va="center", fontsize=7)
-    ax.set(xlim=(0, slots), ylim=(p - 0.5, -0.5), yticks=range(p), xticks=range(0, slots + 1, 2))
-    ax.set(xlabel="time (slots of one stage's forward pass)", ylabel="rank (= stage)")
-
-
-def draw_parallelism(kind: str, p: int = 4, micro_batches: int = 4):
-    """A diagram of ``kind`` ("data", "tensor" or "pipeline") parallelism on p ranks; returns (figure, kind)."""
-    titles = {
-        "data": "Data parallelism: replicate the model, split the batch, all-reduce the gradients",
-        "tensor": "Tensor parallelism (row split): each rank multiplies its rows of W, an all-reduce sums",
-        "pipeline": f"Pipeline parallelism: {p} stages, {micro_batches} micro-batches (GPipe training schedule)",
-    }
-    if kind not in titles:
-        raise ValueError(f"unknown kind {kind!r}: use one of {list(titles)}")
-    fig, (ax,) = _figure(8.0, 3.0 if kind == "pipeline" else 3.4)
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.17, top=0.88)
-    if kind == "pipeline":
-        _draw_pipeline(ax, p, micro_batches)
-    else:
-        _draw_replicas(ax, p, kind)
-        ax.set(xlim=(-0.6, p - 0.4), ylim=(0, 5.6), xticks=range(p), yticks=[], xlabel="rank", ylabel="")
-        ax.set_ylabel("data flows down ↓")
-        ax.grid(False)
-        for side in ("left", "top", "right"):
-            ax.spines[side].set_visible(False)
-    ax.set_title(titles[kind], fontsize=10)
-    return fig, kind

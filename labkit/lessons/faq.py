@@ -15,6 +15,7 @@ import numpy as np
 
 from labkit import collectives, comm, cost, native_stderr_silenced
 from labkit.comm import mpirun
+from labkit.i18n import tr
 
 KIT = Path(__file__).resolve().parents[2]  # the kit: labkit/lessons/this file
 
@@ -25,7 +26,7 @@ def comm_failure(fn: Callable[..., Any], p: int = 2, transport: str = "sim", tim
         comm.run(fn, p, transport=transport, timeout=timeout)
     except comm.CommError as e:
         return str(e)
-    raise RuntimeError(f"the run of {getattr(fn, '__name__', fn)} finished without a CommError")
+    raise RuntimeError(tr("the run of {fn} finished without a CommError", fn=getattr(fn, "__name__", fn)))
 
 
 _SILENT_MPI = """

@@ -13,12 +13,13 @@ import numpy as np
 
 from labkit import cost
 from labkit.comm import mpirun
+from labkit.i18n import plot_tr, tr
 
 
 class LiveLoss:
     """A training callback that redraws one loss plot in place every ``every`` steps (one curve per run)."""
 
-    def __init__(self, title: str = "Training loss", every: int = 10) -> None:
+    def __init__(self, title: str | None = None, every: int = 10) -> None:
         self.every, self.title = every, title
         self.curves: dict[str, list[float]] = {}
         self.handle: Any = None
@@ -39,7 +40,8 @@ class LiveLoss:
         fig.subplots_adjust(left=0.1, right=0.98, bottom=0.16, top=0.88)
         for name, loss in self.curves.items():
             ax.plot(np.arange(1, len(loss) + 1), loss, label=name, linewidth=1)
-        ax.set(title=self.title, xlabel="step", ylabel="cross-entropy loss")
+        title = plot_tr("Training loss") if self.title is None else self.title
+        ax.set(title=title, xlabel=plot_tr("step"), ylabel=plot_tr("cross-entropy loss"))
         if self.curves:
             ax.legend(fontsize=8)
         return fig
@@ -107,8 +109,12 @@ def logical_cpus(n: int) -> list[str]:
         names = [d.name for d in tf.config.list_logical_devices("CPU")]
         if len(names) != n:
             raise RuntimeError(
-                f"TensorFlow already runs with {len(names)} CPU device(s): call practice.logical_cpus({n}) before "
-                "anything else uses TensorFlow (restart the kernel and run it first)"
+                tr(
+                    "TensorFlow already runs with {k} CPU device(s): call practice.logical_cpus({n}) before "
+                    "anything else uses TensorFlow (restart the kernel and run it first)",
+                    k=len(names),
+                    n=n,
+                )
             ) from None
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from labkit import collectives, comm, import_tensorflow, models
 from labkit.comm import Comm
+from labkit.i18n import tr
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, as in labkit.models)
@@ -31,7 +32,9 @@ def simple_data_parallel_step(
     """
     sizes = comm.allgather_object(len(x_shard))  # metadata only: free on "sim", not a message
     if len(set(sizes)) > 1:
-        raise ValueError(f"shard sizes differ between ranks {sizes}: split the global batch into equal shards")
+        raise ValueError(
+            tr("shard sizes differ between ranks {sizes}: split the global batch into equal shards", sizes=sizes)
+        )
     with tf.GradientTape() as tape:
         loss = LOSS(y_shard, model(x_shard, training=True))  # called, not predict(): the tape records every op
     grads = tape.gradient(loss, model.trainable_variables)
@@ -84,7 +87,9 @@ def train_on_sim(
     same weights), the same global batches, its 1/p of each batch, and `simple_data_parallel_step`.
     """
     if batch_size % p:
-        raise ValueError(f"batch_size {batch_size} does not split into {p} equal shards: use a multiple of {p}")
+        raise ValueError(
+            tr("batch_size {b} does not split into {p} equal shards: use a multiple of {p}", b=batch_size, p=p)
+        )
     replicas = [models.article_mlp(seed=seed) for _ in range(p)]
     optimizers = [make_optimizer(optimizer, learning_rate) for _ in range(p)]
     plan = batches(len(x), batch_size, steps, seed)

@@ -16,6 +16,7 @@ import numpy as np
 
 from labkit import collectives, comm, cost
 from labkit.comm import EagerComm, Run
+from labkit.i18n import plot_tr
 
 # --- overlap of the gradient all-reduce with the backward pass -------------------------------------------------
 
@@ -223,10 +224,20 @@ def plot_kv_cache(models: dict[str, Decoder] | None = None, batch: int = 1, devi
     for i, (name, m) in enumerate(models.items()):
         color = f"C{i}"
         curves[name] = [kv_cache_bytes(m.layers, m.kv_heads, m.head_dim, n, batch) for n in tokens]
-        ax.plot(tokens, [b / 2**30 for b in curves[name]], "o-", color=color, markersize=3, label=f"{name} KV cache")
-        ax.axhline(m.params * 2 / 2**30, color=color, linestyle="--", label=f"{name} fp16 weights")
-    ax.axhline(device_gb * 1e9 / 2**30, color="0.4", linestyle=":", label=f"one {device_gb:g} GB device")
-    ax.set(xscale="log", yscale="log", xlabel="context length (tokens per sequence)", ylabel="GiB")
-    ax.set_title(f"KV cache in fp16, batch of {batch} sequence{'s' if batch > 1 else ''}")
+        ax.plot(
+            tokens,
+            [b / 2**30 for b in curves[name]],
+            "o-",
+            color=color,
+            markersize=3,
+            label=plot_tr("{name} KV cache", name=name),
+        )
+        ax.axhline(m.params * 2 / 2**30, color=color, linestyle="--", label=plot_tr("{name} fp16 weights", name=name))
+    ax.axhline(device_gb * 1e9 / 2**30, color="0.4", linestyle=":", label=plot_tr("one {gb:g} GB device", gb=device_gb))
+    ax.set(xscale="log", yscale="log", xlabel=plot_tr("context length (tokens per sequence)"), ylabel="GiB")
+    if batch > 1:
+        ax.set_title(plot_tr("KV cache in fp16, batch of {batch} sequences", batch=batch))
+    else:
+        ax.set_title(plot_tr("KV cache in fp16, batch of {batch} sequence", batch=batch))
     ax.legend(fontsize=7)
     return fig, curves

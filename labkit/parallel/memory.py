@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labkit import cost
+from labkit.i18n import pad, plot_tr, tr
 
 GB = 1e9  # the ZeRO paper's GB
 
@@ -140,11 +141,12 @@ class Estimate:
 
     def table(self) -> str:
         """The estimate as a small fixed-width table (GB = 1e9 bytes, ms)."""
-        rows = [f"{'memory per device':<22}{'GB':>9}"]
-        for name in ("weights", "grads", "optimizer", "activations"):
-            rows.append(f"  {name:<20}{getattr(self, name) / GB:>9.2f}")
-        rows.append(f"  {'total':<20}{self.memory / GB:>9.2f}")
-        rows.append(f"{'traffic per step':<22}{'GB sent':>9}{'ms':>10}")
+        rows = [pad(tr("memory per device"), 22) + f"{'GB':>9}"]
+        parts = {"weights": tr("weights"), "grads": tr("grads"), "optimizer": tr("optimizer")}
+        for name, shown in (parts | {"activations": tr("activations")}).items():
+            rows.append("  " + pad(shown, 20) + f"{getattr(self, name) / GB:>9.2f}")
+        rows.append("  " + pad(tr("total"), 20) + f"{self.memory / GB:>9.2f}")
+        rows.append(pad(tr("traffic per step"), 22) + pad(tr("GB sent"), 9, ">") + f"{'ms':>10}")
         for kind in ("dp", "tp", "pp"):
             sent, secs = getattr(self, f"{kind}_bytes"), getattr(self, f"{kind}_seconds")
             rows.append(f"  {kind:<20}{sent / GB:>9.3f}{secs * 1e3:>10.2f}")
@@ -156,13 +158,27 @@ def _degrees(devices: int, dp: int | None, tp: int, pp: int) -> int:
         _positive_int(value, name)
     if dp is None:
         if devices % (tp * pp):
-            raise ValueError(f"devices={devices} is not a multiple of tp·pp = {tp}·{pp}: choose tp, pp that divide it")
+            raise ValueError(
+                tr(
+                    "devices={devices} is not a multiple of tp·pp = {tp}·{pp}: choose tp, pp that divide it",
+                    devices=devices,
+                    tp=tp,
+                    pp=pp,
+                )
+            )
         return devices // (tp * pp)
     _positive_int(dp, "dp")
     if dp * tp * pp != devices:
         raise ValueError(
-            f"devices={devices} but dp·tp·pp = {dp}·{tp}·{pp} = {dp * tp * pp}: every device holds one (dp, tp, pp) "
-            f"slot, so set dp = devices / (tp·pp) or devices = {dp * tp * pp}"
+            tr(
+                "devices={devices} but dp·tp·pp = {dp}·{tp}·{pp} = {n}: every device holds one (dp, tp, pp) slot, so "
+                "set dp = devices / (tp·pp) or devices = {n}",
+                devices=devices,
+                dp=dp,
+                tp=tp,
+                pp=pp,
+                n=dp * tp * pp,
+            )
         )
     return dp
 
@@ -201,9 +217,13 @@ def estimate(
     shape = model if isinstance(model, Transformer) else None
     params = float(shape.params if shape else model)
     if shape and tp > shape.heads or shape and shape.heads % tp:
-        raise ValueError(f"tp={tp} must divide heads={shape.heads}: each rank computes whole attention heads")
+        raise ValueError(
+            tr("tp={tp} must divide heads={heads}: each rank computes whole attention heads", tp=tp, heads=shape.heads)
+        )
     if shape and pp > shape.layers:
-        raise ValueError(f"pp={pp} is more stages than the {shape.layers} layers: use pp <= {shape.layers}")
+        raise ValueError(
+            tr("pp={pp} is more stages than the {layers} layers: use pp <= {layers}", pp=pp, layers=shape.layers)
+        )
     weights, grads, optimizer = model_states(params, dp, zero, precision, mp=tp * pp)
     value = PRECISIONS[precision][1]  # bytes per gradient and per activation value: 2 mixed, 4 fp32
     # Data parallelism: a ring all-reduce of this rank's gradients sends 2(p−1)/p of them; ZeRO-1/2 replace it by a
@@ -250,12 +270,18 @@ def plot_zero_scaling(params: float, devices=(1, 2, 4, 8, 16, 32, 64, 128, 256, 
     fig = Figure(figsize=(6.5, 3.4), dpi=80)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.15, top=0.88)
-    names = ("plain data parallel", "ZeRO-1 (optimizer)", "ZeRO-2 (+ gradients)", "ZeRO-3 / FSDP (+ weights)")
+    names = (
+        plot_tr("plain data parallel"),
+        plot_tr("ZeRO-1 (optimizer)"),
+        plot_tr("ZeRO-2 (+ gradients)"),
+        plot_tr("ZeRO-3 / FSDP (+ weights)"),
+    )
     for z, name in enumerate(names):
         ax.plot(devices, [b / GB for b in curves[z]], "o-", markersize=3, label=name)
-    ax.axhline(device_gb, color="0.4", linestyle=":", label=f"one {device_gb:g} GB device")
-    ax.set(xscale="log", yscale="log", xlabel="data-parallel devices", ylabel="model states per device (GB)")
-    ax.set_title(f"{params / 1e9:g} B parameters, mixed-precision Adam (K = 12)")
+    ax.axhline(device_gb, color="0.4", linestyle=":", label=plot_tr("one {gb:g} GB device", gb=device_gb))
+    ax.set(xscale="log", yscale="log", xlabel=plot_tr("data-parallel devices"))
+    ax.set_ylabel(plot_tr("model states per device (GB)"))
+    ax.set_title(plot_tr("{b:g} B parameters, mixed-precision Adam (K = 12)", b=params / 1e9))
     ax.legend(fontsize=7)
     return fig, curves
 
@@ -267,9 +293,13 @@ def plot_estimate(est: Estimate, device_gb: float = 80.0):
     fig = Figure(figsize=(6.0, 2.8), dpi=80)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.17, top=0.88)
-    parts = ("weights", "grads", "optimizer", "activations")
-    ax.bar(parts, [getattr(est, p) / GB for p in parts], color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"])
-    ax.axhline(device_gb, color="0.4", linestyle=":", label=f"one {device_gb:g} GB device")
-    ax.set(title=f"Memory per device: {est.memory / GB:.1f} GB in all", ylabel="GB per device", xlabel="part")
+    parts = {"weights": plot_tr("weights"), "grads": plot_tr("grads"), "optimizer": plot_tr("optimizer")}
+    parts |= {"activations": plot_tr("activations")}
+    ax.bar(
+        list(parts.values()), [getattr(est, p) / GB for p in parts], color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    )
+    ax.axhline(device_gb, color="0.4", linestyle=":", label=plot_tr("one {gb:g} GB device", gb=device_gb))
+    ax.set(title=plot_tr("Memory per device: {gb:.1f} GB in all", gb=est.memory / GB), ylabel=plot_tr("GB per device"))
+    ax.set_xlabel(plot_tr("part"))
     ax.legend(fontsize=7)
     return fig, est

@@ -15,6 +15,7 @@ import numpy as np
 
 from labkit import cost
 from labkit.comm import Comm, Run
+from labkit.i18n import tr
 from labkit.parallel.tensor import DEFAULT_DEVICE, Dense, Device, forward
 from labkit.split import part, stage_layers
 
@@ -32,8 +33,12 @@ def stages(layers: list[Dense], p: int, balance: str = "flops") -> list[range]:
     n = len(layers)
     if p > n:
         raise ValueError(
-            f"{n} layers cannot fill {p} pipeline stages (a stage holds at least one whole layer): use p <= {n}, "
-            "or split the layers themselves with tensor parallelism"
+            tr(
+                "{n} layers cannot fill {p} pipeline stages (a stage holds at least one whole layer): use p <= {n}, "
+                "or split the layers themselves with tensor parallelism",
+                n=n,
+                p=p,
+            )
         )
     if balance == "count":
         return simple_stages(n, p)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from labkit import comm, cost
+from labkit.i18n import pad, plot_tr, tr
 from labkit.parallel import pipeline as pl
 from labkit.parallel import tensor as tp
 from labkit.split import part
@@ -155,7 +156,7 @@ def predict_time(
 COLORS = {"single": "0.3", "data": "#4c72b0", "replicas": "#8172b3", "tensor": "#dd8452", "pipeline": "#55a868"}
 
 
-def plot_latency_throughput(panels: dict[str, dict[tuple[str, int], float]], title: str = "Latency and throughput"):
+def plot_latency_throughput(panels: dict[str, dict[tuple[str, int], float]], title: str | None = None):
     """One panel per name: for each scheme, latency (ms) against throughput (requests/s), a point per batch size.
 
     Returns (figure, rows): rows are (panel, scheme, batch, latency s, throughput requests/s)."""
@@ -165,7 +166,7 @@ def plot_latency_throughput(panels: dict[str, dict[tuple[str, int], float]], tit
     fig = Figure(figsize=(4.2 * len(panels) + 0.6, 3.7), dpi=80)
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.8, wspace=0.08)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(plot_tr("Latency and throughput") if title is None else title, fontsize=11)
     rows = []
     for ax, (name, times) in zip(axes, panels.items(), strict=True):
         for scheme in dict.fromkeys(s for s, _ in times):
@@ -178,17 +179,17 @@ def plot_latency_throughput(panels: dict[str, dict[tuple[str, int], float]], tit
                     ax.annotate(f"B={b}", (x, y * 1e3), fontsize=6, xytext=(-6, 4), textcoords="offset points")
             rows += [(name, scheme, b, t, b / t) for b, t in zip(batches, lat, strict=True)]
         ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
-        ax.set(title=name, xlabel="throughput (requests/s)")
+        ax.set(title=name, xlabel=plot_tr("throughput (requests/s)"))
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("latency of a batch (ms)")
+    axes[0].set_ylabel(plot_tr("latency of a batch (ms)"))
     return fig, rows
 
 
 def format_times(times: dict[tuple[str, int], float], predicted: dict | None = None) -> str:
     """Times as a table, one row per batch size, one column per scheme (ms), with predictions beside if given."""
     schemes = list(dict.fromkeys(s for s, _ in times))
-    head = "".join(f"{s:>12}" + (f"{'model':>9}" if predicted else "") for s in schemes)
-    lines = [f"{'batch':>6}{head}   (ms)"]
+    head = "".join(f"{s:>12}" + (pad(tr("model"), 9, ">") if predicted else "") for s in schemes)
+    lines = [pad(tr("batch"), 6, ">") + head + "   (ms)"]
     for b in sorted({b for _, b in times}):
         cells = [
             f"{times[(s, b)] * 1e3:>12.3f}" + (f"{predicted[(s, b)] * 1e3:>9.3f}" if predicted else "") for s in schemes

@@ -24,6 +24,7 @@ import numpy as np
 
 from labkit import collectives
 from labkit.comm import Comm
+from labkit.i18n import tr
 from labkit.split import part
 
 
@@ -108,8 +109,12 @@ def from_keras(model: Any) -> list[Dense]:
         kind = type(layer).__name__
         if kind != "Dense":
             raise TypeError(
-                f"layer {layer.name!r} is a {kind}: labkit splits Dense layers only (a convolution would be split by "
-                "its output channels, the same idea, not written here); remove it or serve the model whole"
+                tr(
+                    "layer {name!r} is a {kind}: labkit splits Dense layers only (a convolution would be split by "
+                    "its output channels, the same idea, not written here); remove it or serve the model whole",
+                    name=layer.name,
+                    kind=kind,
+                )
             )
         config = layer.get_config()
         weights = [np.asarray(w) for w in layer.get_weights()]
@@ -131,12 +136,19 @@ def check_split(width: int, p: int, what: str) -> None:
     if not isinstance(p, (int, np.integer)) or p < 1:
         raise ValueError(f"p must be a whole number >= 1, got {p!r}")
     if p > width:
-        raise ValueError(f"cannot split {what} over {p} ranks: a rank would hold none of them; use p <= {width}")
+        raise ValueError(
+            tr(
+                "cannot split {what} over {p} ranks: a rank would hold none of them; use p <= {width}",
+                what=what,
+                p=p,
+                width=width,
+            )
+        )
 
 
 def column_shard(layer: Dense, p: int, rank: int) -> Dense:
     """Rank ``rank``'s columns J of the layer: kernel[:, J] and bias[J] (np.array_split's split of n_out)."""
-    check_split(layer.n_out, p, f"the {layer.n_out} output columns of {layer.name}")
+    check_split(layer.n_out, p, tr("the {n} output columns of {name}", n=layer.n_out, name=layer.name))
     cols = part(layer.n_out, p, rank)
     name = f"{layer.name}[:, {cols.start}:{cols.stop}]"
     return Dense(layer.kernel[:, cols].copy(), layer.bias[cols].copy(), layer.activation, name)
@@ -144,7 +156,7 @@ def column_shard(layer: Dense, p: int, rank: int) -> Dense:
 
 def row_shard(layer: Dense, p: int, rank: int) -> Dense:
     """Rank ``rank``'s rows I of the layer: kernel[I, :]; the bias is kept whole (added once, after the sum)."""
-    check_split(layer.n_in, p, f"the {layer.n_in} input rows of {layer.name}")
+    check_split(layer.n_in, p, tr("the {n} input rows of {name}", n=layer.n_in, name=layer.name))
     rows = part(layer.n_in, p, rank)
     name = f"{layer.name}[{rows.start}:{rows.stop}, :]"
     return Dense(layer.kernel[rows].copy(), layer.bias.copy(), layer.activation, name)
@@ -197,8 +209,13 @@ def shard_model(layers: list[Dense], p: int, rank: int, split: str = "megatron")
         first, second = layers[i], layers[i + 1]
         if first.activation not in ELEMENTWISE:
             raise ValueError(
-                f"{first.name} ends in {first.activation}, which needs a whole row of outputs: it cannot be applied"
-                f" on a column shard, so {first.name} and {second.name} cannot be a Megatron pair; use split='column'"
+                tr(
+                    "{first} ends in {activation}, which needs a whole row of outputs: it cannot be applied on a "
+                    "column shard, so {first} and {second} cannot be a Megatron pair; use split='column'",
+                    first=first.name,
+                    activation=first.activation,
+                    second=second.name,
+                )
             )
         pieces += [Piece("pair-column", column_shard(first, p, rank)), Piece("pair-row", row_shard(second, p, rank))]
     if len(layers) % 2:

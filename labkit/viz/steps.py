@@ -10,12 +10,13 @@ page that cannot run a widget.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from labkit import collectives, comm, cost
-from labkit.i18n import plot_tr, tr
+from labkit.i18n import plot_tr, plots_translated, tr
 
 MAX_RANKS = 16  # the encoding needs p bits per value, and a grid wider than 16 ranks is unreadable anyway
 
@@ -104,6 +105,33 @@ def trace_steps(algorithm: str, p: int, n: int | None = None) -> list[Step]:
     return steps
 
 
+def phase_and_step(label: str) -> tuple[str, str]:
+    """'reduce-scatter 2/3' → ('reduce-scatter', '2/3'); a label without a step number keeps it all as the phase."""
+    match = re.fullmatch(r"(.*?)\s*(\d+/\d+)", label)
+    return (match[1], match[2]) if match else (label, "")
+
+
+def label_text(label: str, plot: bool = False) -> str:
+    """A message label as a student reads it, 'reduce-scatter 2/3' with its phase in the current language (the
+    labels themselves stay English: code compares them); ``plot=True``: for a figure, as `plot_tr` says it."""
+    phase, k = phase_and_step(label)
+    if plot and not plots_translated():
+        return label
+    names = {
+        "reduce-scatter": tr("reduce-scatter {k}", k=k),
+        "all-gather": tr("all-gather {k}", k=k),
+        "reduce": tr("reduce {k}", k=k),
+        "broadcast": tr("broadcast {k}", k=k),
+        "gather to master": tr("gather to master {k}", k=k),
+        "send back": tr("send back {k}", k=k),
+        "recursive-doubling": tr("recursive-doubling {k}", k=k),
+        "fold-in": tr("fold-in {k}", k=k),
+        "fold-out": tr("fold-out {k}", k=k),
+        "micro-batch": tr("micro-batch {k}", k=k),
+    }
+    return names[phase].strip() if phase in names else label
+
+
 def _ranges(items: tuple[int, ...]) -> str:
     """Element indices as compact ranges: (0, 1, 2, 5) → '0-2,5'."""
     out, items = [], sorted(items)
@@ -123,7 +151,7 @@ def describe(step: Step, k: int, total: int) -> str:
     for m in step.messages:
         holders = "+".join(str(r) for r in sorted(set().union(*m.holders))) if m.holders else "-"
         parts.append(f"{m.src}→{m.dst} e[{_ranges(m.elements)}] ({holders})")
-    return tr("step {k}/{total} {label}: ", k=k, total=total, label=step.label) + "; ".join(parts)
+    return tr("step {k}/{total} {label}: ", k=k, total=total, label=label_text(step.label)) + "; ".join(parts)
 
 
 def plot_step(steps: list[Step], k: int, algorithm: str = ""):

@@ -27,6 +27,7 @@ from typing import Any
 import cloudpickle
 
 from labkit.comm.base import CommError
+from labkit.i18n import tr
 
 SLOTS = 4  # messages in flight per (src, dst) before a send waits; ps and ring need at most 2
 INLINE = 32 * 1024  # payloads this small stay in the control block: no segment to create or attach
@@ -154,8 +155,9 @@ class _Control:
 
     # --- waiting and failing ------------------------------------------------------------------------------------
 
-    def _wait(self, ready: Callable[[], bool], what: str) -> None:
-        """Return once ready() holds; raise CommError if another rank failed or after `timeout` seconds."""
+    def _wait(self, ready: Callable[[], bool], what: str | Callable[[], str]) -> None:
+        """Return once ready() holds; raise CommError if another rank failed or after `timeout` seconds (``what`` it
+        waits for, or a function that says it: the words are made only when they are shown)."""
         q, start = self._q, time.perf_counter()
         nap = 20e-6
         while True:
@@ -168,8 +170,11 @@ class _Control:
             waited = time.perf_counter() - start
             if waited > self.timeout:
                 raise CommError(
-                    f"rank {self.rank} waited {self.timeout:g} s for {what}: does that rank ever send it, or is it"
-                    " stuck? (pass a larger timeout= if its work really takes that long)"
+                    tr(
+                        "rank {r} waited {t:g} s for {what}: does that rank ever send it, or is it stuck? (pass a "
+                        "larger timeout= if its work really takes that long)",
+                        **dict(r=self.rank, t=self.timeout, what=what() if callable(what) else what),
+                    )
                 )
             if waited < self._spin:
                 continue

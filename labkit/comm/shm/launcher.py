@@ -49,6 +49,7 @@ from labkit.comm.shm.control import (
     _unlink,
 )
 from labkit.comm.shm.mailbox import ShmComm
+from labkit.i18n import tr
 
 GRACE_S = 2.0  # after a failure, how long the other ranks get to notice and exit before they are terminated
 _RUNS = itertools.count()
@@ -84,7 +85,11 @@ def _rank_main(prefix: str, rank: int, size: int, timeout: float, payload: bytes
         end = time.perf_counter()
         result = cloudpickle.dumps(("ok", value, comm.trace, start, end))
     except BaseException as e:  # noqa: B036 - every way a rank can end must reach the parent
-        message = str(e) if isinstance(e, CommError) else f"rank {rank} failed: {type(e).__name__}: {e}"
+        message = (
+            str(e)
+            if isinstance(e, CommError)
+            else tr("rank {r} failed: {error}: {e}", r=rank, error=type(e).__name__, e=e)
+        )
         if comm is not None:  # every rank waiting on this one raises too
             _record_failure(comm._b, comm._lay, rank, message, ABORTED if isinstance(e, _Aborted) else FAILED)
         result = cloudpickle.dumps(("error", message, traceback.format_exc(), isinstance(e, _Aborted)))
@@ -116,9 +121,12 @@ def _died(proc: Any) -> str:
     proc.join(1.0)
     code = proc.exitcode
     if code is not None and code < 0:
-        hint = " (out of shared memory? see `df -h /dev/shm`)" if -code == signal.SIGBUS else ""
-        return f"rank {proc.labkit_rank} died: killed by signal {-code} ({signal.Signals(-code).name}){hint}"
-    return f"rank {proc.labkit_rank} died: its process exited with code {code} before returning"
+        hint = tr(" (out of shared memory? see `df -h /dev/shm`)") if -code == signal.SIGBUS else ""
+        name = signal.Signals(-code).name
+        return tr(
+            "rank {r} died: killed by signal {n} ({name}){hint}", r=proc.labkit_rank, n=-code, name=name, hint=hint
+        )
+    return tr("rank {r} died: its process exited with code {code} before returning", r=proc.labkit_rank, code=code)
 
 
 def _watch(procs: list, conns: list, ctl: Any, lay: _Layout) -> list:

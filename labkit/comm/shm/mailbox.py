@@ -53,6 +53,7 @@ from labkit.comm.shm.control import (
     _segment,
 )
 from labkit.comm.shm.pieces import _check_tag, _expect_shape, _free_slot, _Piece, _reducer
+from labkit.i18n import tr
 
 PIECE: int | None = None  # default ShmComm.piece: None sends every message whole (see "Streaming" above)
 _PAD = [(0,) * (MAXDIM - d) for d in range(MAXDIM + 1)]  # a header's shape, padded to MAXDIM
@@ -66,6 +67,13 @@ def _as_array(x: Any) -> np.ndarray:
     if x.ndim > MAXDIM:
         raise ValueError(f"shm sends arrays of at most {MAXDIM} dimensions, got {x.ndim}: reshape it first")
     return x
+
+
+def _message_from(src: int, tag: int, label: str) -> str:
+    """What a receive waits for, in the current language (made only when a wait times out)."""
+    if label:
+        return tr("a message from rank {src} (tag {tag}, {label})", src=src, tag=tag, label=label)
+    return tr("a message from rank {src} (tag {tag})", src=src, tag=tag)
 
 
 class ShmComm(_Control, EagerComm):
@@ -169,8 +177,7 @@ class ShmComm(_Control, EagerComm):
                 if best is not None:
                     break
                 seen = sent  # only other tags so far
-            what = f"a message from rank {src} (tag {tag}{', ' + label if label else ''})"
-            self._wait(lambda seen=seen: q[sent_at] > seen, what)
+            self._wait(lambda seen=seen: q[sent_at] > seen, lambda: _message_from(src, tag, label))
         s = slots[best]
         _, _, n, gen, _, start, ndim, dtype, *rest = _HEADER.unpack_from(self._b, (s + _HEAD) * 8)
         shape, offset, sent_label = tuple(rest[:ndim]), rest[MAXDIM], rest[MAXDIM + 1]
